@@ -1,0 +1,1 @@
+"""trimtab: execute portfolio rebalance plans safely and cheaply."""

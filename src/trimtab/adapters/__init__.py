@@ -1,0 +1,1 @@
+"""Adapters that implement the ports: the simulated exchange, clocks, brokers."""
