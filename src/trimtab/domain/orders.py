@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from typing import NewType
 
 from trimtab.domain.errors import IllegalTransitionError
@@ -21,7 +21,7 @@ BrokerOrderId = NewType("BrokerOrderId", str)
 MAX_CLIENT_ORDER_ID_LENGTH = 48
 
 
-class Side(str, Enum):
+class Side(StrEnum):
     BUY = "buy"
     SELL = "sell"
 
@@ -30,18 +30,18 @@ class Side(str, Enum):
         return Side.SELL if self is Side.BUY else Side.BUY
 
 
-class OrderType(str, Enum):
+class OrderType(StrEnum):
     MARKET = "market"
     LIMIT = "limit"
 
 
-class TimeInForce(str, Enum):
+class TimeInForce(StrEnum):
     DAY = "day"
     IOC = "ioc"
     GTC = "gtc"
 
 
-class OrderStatus(str, Enum):
+class OrderStatus(StrEnum):
     PENDING_NEW = "pending_new"
     ACCEPTED = "accepted"
     PARTIALLY_FILLED = "partially_filled"
@@ -74,19 +74,29 @@ class OrderStatus(str, Enum):
 _S = OrderStatus
 TERMINAL_STATUSES = frozenset({_S.FILLED, _S.CANCELED, _S.REPLACED, _S.REJECTED, _S.EXPIRED})
 _LIVE_EXITS = frozenset(
-    {_S.PARTIALLY_FILLED, _S.FILLED, _S.PENDING_CANCEL, _S.PENDING_REPLACE, _S.CANCELED,
-     _S.REPLACED, _S.EXPIRED}
+    {
+        _S.PARTIALLY_FILLED,
+        _S.FILLED,
+        _S.PENDING_CANCEL,
+        _S.PENDING_REPLACE,
+        _S.CANCELED,
+        _S.REPLACED,
+        _S.EXPIRED,
+    }
 )
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    _S.PENDING_NEW: frozenset({_S.ACCEPTED, _S.REJECTED, _S.PARTIALLY_FILLED, _S.FILLED,
-                               _S.CANCELED, _S.EXPIRED, _S.PENDING_CANCEL}),
+    _S.PENDING_NEW: frozenset(
+        {_S.ACCEPTED, _S.REJECTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELED, _S.EXPIRED, _S.PENDING_CANCEL}
+    ),
     _S.ACCEPTED: _LIVE_EXITS | {_S.REJECTED},
     _S.PARTIALLY_FILLED: _LIVE_EXITS,
     # A cancel or replace can be refused, which leaves the order live as it was.
-    _S.PENDING_CANCEL: frozenset({_S.CANCELED, _S.PARTIALLY_FILLED, _S.FILLED, _S.ACCEPTED,
-                                  _S.EXPIRED, _S.PENDING_CANCEL}),
-    _S.PENDING_REPLACE: frozenset({_S.REPLACED, _S.PARTIALLY_FILLED, _S.FILLED, _S.ACCEPTED,
-                                   _S.CANCELED, _S.EXPIRED, _S.PENDING_CANCEL}),
+    _S.PENDING_CANCEL: frozenset(
+        {_S.CANCELED, _S.PARTIALLY_FILLED, _S.FILLED, _S.ACCEPTED, _S.EXPIRED, _S.PENDING_CANCEL}
+    ),
+    _S.PENDING_REPLACE: frozenset(
+        {_S.REPLACED, _S.PARTIALLY_FILLED, _S.FILLED, _S.ACCEPTED, _S.CANCELED, _S.EXPIRED, _S.PENDING_CANCEL}
+    ),
     _S.FILLED: frozenset(),
     _S.CANCELED: frozenset(),
     _S.REPLACED: frozenset(),
@@ -95,7 +105,7 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 
-class OrderEventKind(str, Enum):
+class OrderEventKind(StrEnum):
     ACCEPTED = "accepted"
     PARTIAL_FILL = "partial_fill"
     FILL = "fill"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -16,13 +18,13 @@ SYMBOL_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,14}$")
 MAX_PLAN_ID_LENGTH = 128
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     BUY = "BUY"
     SELL = "SELL"
     HOLD = "HOLD"
 
 
-class Urgency(str, Enum):
+class Urgency(StrEnum):
     LOW = "LOW"
     NORMAL = "NORMAL"
     HIGH = "HIGH"
@@ -58,9 +60,7 @@ class RebalancePlanItem(BaseModel):
         if not symbol:
             raise ValueError("must not be empty")
         if not SYMBOL_PATTERN.match(symbol):
-            raise ValueError(
-                f"{value!r} is not a valid symbol (letters, digits, '.' and '-', at most 15)"
-            )
+            raise ValueError(f"{value!r} is not a valid symbol (letters, digits, '.' and '-', at most 15)")
         return symbol
 
     @field_validator("action", "urgency", mode="before")
@@ -96,15 +96,11 @@ class RebalancePlanItem(BaseModel):
                 raise ValueError("target_weight: a BUY cannot have target_weight 0")
         elif self.action is Action.SELL:
             if amount is None and self.target_weight is None:
-                raise ValueError(
-                    "trade_amount: a SELL needs a negative trade_amount or target_weight 0"
-                )
+                raise ValueError("trade_amount: a SELL needs a negative trade_amount or target_weight 0")
             if amount is not None and amount >= ZERO:
                 raise ValueError(f"trade_amount: a SELL needs a negative amount, got {amount}")
             if amount is None and self.target_weight != ZERO:
-                raise ValueError(
-                    "target_weight: a SELL without trade_amount must have target_weight 0"
-                )
+                raise ValueError("target_weight: a SELL without trade_amount must have target_weight 0")
         elif amount is not None and amount != ZERO:
             raise ValueError(f"trade_amount: a HOLD must not trade, got {amount}")
         return self
@@ -150,11 +146,15 @@ class RebalancePlan(BaseModel):
         for index, item in enumerate(self.items):
             if item.symbol in seen:
                 raise ValueError(
-                    f"items[{index}].symbol: duplicate symbol {item.symbol} "
-                    f"(also items[{seen[item.symbol]}])"
+                    f"items[{index}].symbol: duplicate symbol {item.symbol} (also items[{seen[item.symbol]}])"
                 )
             seen[item.symbol] = index
         return self
+
+    def content_hash(self) -> str:
+        """A hash of the plan's content: the same plan_id with another hash is another plan."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def urgency_of(self, item: RebalancePlanItem) -> Urgency | None:
         """The item's urgency, else the plan's default, else None (the config decides)."""
@@ -187,7 +187,7 @@ def format_validation_error(error: ValidationError, data: Any, what: str = "plan
         message = str(detail["msg"])
         for prefix in ("Value error, ", "Assertion failed, "):
             if message.startswith(prefix):
-                message = message[len(prefix):]
+                message = message[len(prefix) :]
         if detail["type"] == "extra_forbidden":
             message = "unknown field"
         elif detail["type"] == "missing":

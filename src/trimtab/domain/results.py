@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
 from trimtab.domain.plan import Action
 
 
-class ExecutionStatus(str, Enum):
+class ExecutionStatus(StrEnum):
     SUCCESS = "SUCCESS"
     SUCCESS_WITH_SKIPS = "SUCCESS_WITH_SKIPS"
     PARTIAL_SUCCESS = "PARTIAL_SUCCESS"
@@ -73,6 +73,7 @@ class OrderResult(BaseModel):
     skip_reason: str | None
     error_message: str | None
     fallback_reason: str | None
+    notes: tuple[str, ...]
     attempts: tuple[Attempt, ...]
 
 

@@ -41,6 +41,10 @@ class Broker(Protocol):
 
     async def get_asset(self, symbol: str) -> Asset | None: ...
 
+    async def get_assets(self, symbols: Iterable[str]) -> Mapping[str, Asset]:
+        """Assets of many symbols in as few requests as the broker allows; unknown ones are absent."""
+        ...
+
     async def submit_order(self, request: OrderRequest) -> OrderSnapshot:
         """Send an order. Raises RejectedError subclasses or RetryableError ones."""
         ...

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _VirtualSelector(selectors.DefaultSelector):
     loop: VirtualTimeLoop
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
@@ -23,7 +23,7 @@ class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-ty
         if events or timeout == 0:
             return events
         if timeout is None:
-            return super().select(None)  # type: ignore[no-any-return]
+            return super().select(None)
         if self.loop.pending_real_io > 0:
             # Something runs in a thread or over a socket: let real time pass for it.
             events = super().select(min(timeout, 0.001))

@@ -1,0 +1,539 @@
+"""The Executor: sells first, a settlement gate, then buys sized from what the sells raised."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Self, TypeVar
+
+from trimtab.domain.account import Account
+from trimtab.domain.errors import (
+    BrokerUnavailableError,
+    PlanValidationError,
+    RateLimitedError,
+    TrimtabError,
+)
+from trimtab.domain.money import BPS, ONE, ZERO, money
+from trimtab.domain.orders import Side
+from trimtab.domain.plan import Action, RebalancePlan, RebalancePlanItem
+from trimtab.domain.quotes import Quote
+from trimtab.domain.results import (
+    ExecutionResult,
+    ExecutionStats,
+    ExecutionStatus,
+    OrderResult,
+    PhaseStats,
+)
+from trimtab.engine.algos import algorithm as make_algorithm
+from trimtab.engine.config import ExecutionConfig
+from trimtab.engine.quotes import QuoteService
+from trimtab.engine.sizing import SizedItem, buy_budget, size_buys, size_sell
+from trimtab.engine.tracker import OrderTracker
+from trimtab.engine.working import OrderAlgorithm, OrderIntent, OrderSession, WorkOutcome
+from trimtab.logs import bind_run, get_logger
+from trimtab.ports.broker import Broker
+from trimtab.ports.clock import Clock
+from trimtab.ports.quotes import QuoteFeed
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class ItemRun:
+    """The progress of one plan item through sizing and working."""
+
+    item: RebalancePlanItem
+    sized: SizedItem | None = None
+    outcome: WorkOutcome | None = None
+
+
+@dataclass(slots=True)
+class PhaseRun:
+    name: str
+    items: list[ItemRun] = field(default_factory=list)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    timed_out: bool = False
+
+
+class Executor:
+    """Executes rebalance plans against a broker.
+
+    Use as ``async with Executor(broker) as executor:`` and call
+    ``await executor.execute_rebalance_plan(plan)``. The constructor does no I/O.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        execution_config: ExecutionConfig | None = None,
+        *,
+        quote_feed: QuoteFeed | None = None,
+        order_algorithm: OrderAlgorithm | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if broker is None:
+            raise ValueError("Executor needs a broker, got None")
+        config = execution_config if execution_config is not None else ExecutionConfig()
+        if not isinstance(config, ExecutionConfig):
+            raise TypeError(f"execution_config must be an ExecutionConfig, got {type(config).__name__}")
+        self._broker = broker
+        self._config = config
+        self._feed = (
+            quote_feed if quote_feed is not None else (broker if isinstance(broker, QuoteFeed) else None)
+        )
+        self._clock = clock if clock is not None else broker.clock
+        self._algorithm: OrderAlgorithm = order_algorithm or make_algorithm(config.algo)
+        self._tracker = OrderTracker(broker)
+        self._quotes = QuoteService(self._feed, self._clock, config)
+        self._results: OrderedDict[str, tuple[str, ExecutionResult]] = OrderedDict()
+        self._tasks: set[asyncio.Task[ExecutionResult]] = set()
+        self._lock: asyncio.Lock | None = None
+        self._started = False
+        self._closed = False
+
+    @property
+    def config(self) -> ExecutionConfig:
+        return self._config
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown()
+
+    async def start(self) -> None:
+        """Start the broker connection and the order event stream."""
+        if self._closed:
+            raise RuntimeError("this Executor has been shut down")
+        if self._started:
+            return
+        self._lock = asyncio.Lock()
+        await self._broker.start()
+        self._tracker.start()
+        self._started = True
+
+    async def shutdown(self) -> None:
+        """Stop everything start() and the runs started. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self._quotes.stop()
+        self._tracker.stop()
+        if self._started:
+            await self._broker.close()
+
+    async def execute_rebalance_plan(self, plan: RebalancePlan) -> ExecutionResult:
+        """Execute a plan: sells, the settlement gate, buys. Returns what was filled."""
+        if plan is None:
+            raise ValueError("execute_rebalance_plan needs a plan, got None")
+        if not isinstance(plan, RebalancePlan):
+            raise TypeError(f"plan must be a RebalancePlan, got {type(plan).__name__}")
+        if self._closed:
+            raise RuntimeError("this Executor has been shut down")
+        if not self._started or self._lock is None:
+            raise RuntimeError("start the Executor first: use 'async with Executor(...) as executor'")
+        content = plan.content_hash()
+        async with self._lock:
+            cached = self._results.get(plan.plan_id)
+            if cached is not None:
+                if cached[0] != content:
+                    raise PlanValidationError(
+                        f"plan_id {plan.plan_id} was already executed with different content"
+                    )
+                with bind_run(plan.plan_id, plan.correlation_id):
+                    log.info("plan already executed; nothing sent")
+                return cached[1].model_copy(update={"already_executed": True})
+            task = asyncio.create_task(self._execute(plan))
+            self._tasks.add(task)
+            try:
+                result = await task
+            finally:
+                self._tasks.discard(task)
+            self._results[plan.plan_id] = (content, result)
+            while len(self._results) > self._config.result_cache_size:
+                self._results.popitem(last=False)
+            return result
+
+    async def _execute(self, plan: RebalancePlan) -> ExecutionResult:
+        with bind_run(plan.plan_id, plan.correlation_id):
+            run = _PlanRun(plan, self._clock.now())
+            session = OrderSession(
+                broker=self._broker,
+                tracker=self._tracker,
+                quotes=self._quotes,
+                clock=self._clock,
+                config=self._config,
+                plan_id=plan.plan_id,
+            )
+            log.info("plan started items=%d algo=%s", len(plan.items), self._algorithm.name)
+            try:
+                async with asyncio.timeout(self._config.plan_timeout):
+                    await self._phases(run, session)
+            except TimeoutError:
+                run.message = f"plan timed out after {self._config.plan_timeout:g}s"
+                log.warning("plan timed out after %ss", self._config.plan_timeout)
+            finally:
+                await self._cancel_open(session)
+            result = run.build(self._clock.now(), self._tracker, session, self._broker.requests_made)
+            log_level = log.info if result.success else log.warning
+            log_level(
+                "plan finished status=%s placed=%d succeeded=%d value=%s",
+                result.status.value,
+                result.orders_placed,
+                result.orders_succeeded,
+                result.total_trade_value,
+            )
+            return result
+
+    async def _phases(self, run: _PlanRun, session: OrderSession) -> None:
+        plan = run.plan
+        active = [i for i in plan.items if i.action is not Action.HOLD]
+        symbols = [i.symbol for i in active]
+        if not active:
+            run.message = "nothing to trade: every item is HOLD"
+            return
+        await self._quotes.start(symbols)
+        if self._quotes.stream_error and isinstance(self._algorithm, object):
+            run.warnings.append(f"{self._quotes.stream_error}; orders sent as market orders")
+        account = await self._call(self._broker.get_account)
+        positions = await self._call(self._broker.get_positions)
+        assets = await self._call(lambda: self._broker.get_assets(symbols))
+        run.assets = dict(assets)
+
+        sells = [i for i in active if i.action is Action.SELL]
+        run.sell.started_at = self._clock.now()
+        sell_quotes = await self._arrival_quotes(i.symbol for i in sells)
+        for item in sells:
+            quote, problem = sell_quotes[item.symbol]
+            sized = size_sell(
+                item, positions.get(item.symbol), assets.get(item.symbol), quote, problem, self._config
+            )
+            run.sell.items.append(ItemRun(item, sized))
+        await self._work_phase(run.sell, session, self._config.sell_phase_timeout, plan)
+        run.sell.finished_at = self._clock.now()
+        if run.sell.timed_out:
+            run.message = f"sell phase timed out after {self._config.sell_phase_timeout:g}s"
+
+        buys = [i for i in active if i.action is Action.BUY]
+        if not buys:
+            return
+        settle_started = self._clock.monotonic()
+        proceeds = sum((r.outcome.notional for r in run.sell.items if r.outcome), ZERO)
+        account = await self._settlement_gate(account, proceeds)
+        run.settlement_seconds = self._clock.monotonic() - settle_started
+        available = min(account.cash, account.buying_power)
+        budget = buy_budget(available, self._config)
+        run.buying_power = available
+        run.buy.started_at = self._clock.now()
+        buy_quotes = await self._arrival_quotes(i.symbol for i in buys)
+        sized_buys, scale = size_buys(buys, assets, buy_quotes, budget, self._config)
+        run.buy_scale = scale
+        if scale < ONE:
+            log.warning("buys scaled down scale=%s budget=%s", scale, money(budget))
+        run.buy.items.extend(ItemRun(s.item, s) for s in sized_buys)
+        await self._work_phase(run.buy, session, self._config.buy_phase_timeout, plan)
+        run.buy.finished_at = self._clock.now()
+        if run.buy.timed_out:
+            run.message = f"buy phase timed out after {self._config.buy_phase_timeout:g}s"
+
+    async def _arrival_quotes(self, symbols: Iterable[str]) -> dict[str, tuple[Quote | None, str | None]]:
+        wanted = list(symbols)
+        semaphore = asyncio.Semaphore(self._config.max_concurrent_orders)
+
+        async def one(symbol: str) -> tuple[Quote | None, str | None]:
+            async with semaphore:
+                return await self._quotes.usable(symbol)
+
+        answers = await asyncio.gather(*(one(s) for s in wanted))
+        return dict(zip(wanted, answers, strict=True))
+
+    async def _work_phase(
+        self, phase: PhaseRun, session: OrderSession, timeout: float, plan: RebalancePlan
+    ) -> None:
+        deadline = self._clock.monotonic() + timeout
+        semaphore = asyncio.Semaphore(self._config.max_concurrent_orders)
+        todo = [
+            r
+            for r in phase.items
+            if r.sized is not None and r.sized.skip_reason is None and r.sized.qty > ZERO
+        ]
+        for r in phase.items:
+            if r.sized is not None and r.sized.skip_reason is not None:
+                log.warning("item skipped symbol=%s reason=%s", r.item.symbol, r.sized.skip_reason)
+
+        async def work(item_run: ItemRun) -> None:
+            sized = item_run.sized
+            assert sized is not None
+            intent = OrderIntent(
+                symbol=sized.symbol,
+                side=sized.side,
+                qty=sized.qty,
+                fractionable=sized.fractionable,
+                urgency=plan.urgency_of(sized.item) or self._config.default_urgency,
+                arrival=sized.arrival,
+                deadline=deadline,
+            )
+            outcome = WorkOutcome()
+            item_run.outcome = outcome
+            async with semaphore:
+                try:
+                    result = await self._algorithm.work(session, intent)
+                except TrimtabError as exc:
+                    log.warning("order failed symbol=%s reason=%s", sized.symbol, exc)
+                    outcome.error = f"{type(exc).__name__.removesuffix('Error')}: {exc}"
+                    return
+                except Exception:
+                    log.exception("unexpected error working symbol=%s", sized.symbol)
+                    raise
+            item_run.outcome = result
+            if result.timed_out:
+                phase.timed_out = True
+
+        # Workers bound themselves by the deadline; the hard limit also covers their last
+        # cancel confirmations and quote refreshes.
+        grace = 2 * self._config.order_ack_timeout + self._config.quote_refresh_attempts * (
+            self._config.quote_refresh_interval + 1
+        )
+        try:
+            async with asyncio.timeout(timeout + grace), asyncio.TaskGroup() as group:
+                for item_run in todo:
+                    group.create_task(work(item_run))
+        except TimeoutError:
+            phase.timed_out = True
+            log.warning("%s phase hit its hard time limit", phase.name)
+            await self._cancel_open(session)
+
+    async def _settlement_gate(self, account_before: Account, proceeds: Decimal) -> Account:
+        """Wait until the cash the sells raised shows in the account (bounded, with backoff)."""
+        expected = account_before.cash + proceeds * (ONE - self._config.buying_power_tolerance)
+        deadline = self._clock.monotonic() + self._config.settlement_timeout
+        delay = 0.25
+        while True:
+            account = await self._call(self._broker.get_account)
+            if proceeds <= ZERO or account.cash >= expected:
+                return account
+            left = deadline - self._clock.monotonic()
+            if left <= 0:
+                log.warning("settlement gate timed out cash=%s expected=%s", account.cash, money(expected))
+                return account
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 5.0)
+
+    async def _cancel_open(self, session: OrderSession) -> None:
+        """Cancel every order of this run that is still open, and wait for confirmation."""
+        open_orders = self._tracker.open_orders()
+        if not open_orders:
+            return
+        log.warning("cancelling open orders count=%d", len(open_orders))
+        for tracked in open_orders:
+            snapshot = tracked.snapshot
+            assert snapshot is not None
+            try:
+                await self._broker.cancel_order(snapshot.broker_order_id)
+            except TrimtabError as exc:
+                log.warning("cancel failed cid=%s reason=%s", tracked.client_order_id, exc)
+        await asyncio.gather(
+            *(self._tracker.wait_done(t.client_order_id, self._config.order_ack_timeout) for t in open_orders)
+        )
+
+    async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
+        """A read request with retries on rate limits and unavailability."""
+        retries = self._config.max_request_retries
+        for attempt in range(retries + 1):
+            try:
+                return await request()
+            except RateLimitedError as exc:
+                if attempt == retries:
+                    raise
+                await asyncio.sleep(exc.retry_after or 1.0)
+            except BrokerUnavailableError:
+                if attempt == retries:
+                    raise
+                await asyncio.sleep(min(2.0**attempt, 30.0))
+        raise AssertionError("unreachable")
+
+
+class _PlanRun:
+    """Everything one execution learns, turned into an ExecutionResult at the end."""
+
+    def __init__(self, plan: RebalancePlan, started_at: datetime) -> None:
+        self.plan = plan
+        self.started_at = started_at
+        self.sell = PhaseRun("sell")
+        self.buy = PhaseRun("buy")
+        self.message: str | None = None
+        self.warnings: list[str] = []
+        self.settlement_seconds = 0.0
+        self.buying_power: Decimal | None = None
+        self.buy_scale: Decimal | None = None
+        self.assets: dict[str, object] = {}
+
+    def build(
+        self, finished_at: datetime, tracker: OrderTracker, session: OrderSession, requests: int
+    ) -> ExecutionResult:
+        by_symbol: dict[str, ItemRun] = {r.item.symbol: r for r in [*self.sell.items, *self.buy.items]}
+        orders: list[OrderResult] = []
+        for item in self.plan.items:
+            item_run = by_symbol.get(item.symbol)
+            orders.append(_order_result(item, item_run, tracker, self.plan))
+        active = [o for o in orders if o.action is not Action.HOLD]
+        succeeded = sum(1 for o in active if o.success)
+        skipped = sum(1 for o in active if o.skipped)
+        failed = len(active) - succeeded - skipped
+        if failed == 0 and self.message and "timed out" in self.message:
+            failed = sum(1 for o in active if not o.success)
+        if failed == 0:
+            status = ExecutionStatus.SUCCESS if skipped == 0 else ExecutionStatus.SUCCESS_WITH_SKIPS
+        elif succeeded > 0:
+            status = ExecutionStatus.PARTIAL_SUCCESS
+        else:
+            status = ExecutionStatus.FAILURE
+        placed = sum(1 for o in active if o.attempts)
+        total = sum((o.filled_notional for o in active), ZERO)
+        warnings = list(self.warnings)
+        return ExecutionResult(
+            plan_id=self.plan.plan_id,
+            correlation_id=self.plan.correlation_id,
+            status=status,
+            success=status in (ExecutionStatus.SUCCESS, ExecutionStatus.SUCCESS_WITH_SKIPS),
+            already_executed=False,
+            orders_placed=placed,
+            orders_succeeded=succeeded,
+            total_trade_value=money(total),
+            started_at=self.started_at,
+            finished_at=finished_at,
+            message=self.message,
+            warnings=tuple(warnings),
+            orders=tuple(orders),
+            stats=ExecutionStats(
+                sell=_phase_stats(self.sell, orders),
+                buy=_phase_stats(self.buy, orders),
+                settlement_seconds=round(self.settlement_seconds, 3),
+                buying_power_for_buys=self.buying_power,
+                buy_scale_factor=self.buy_scale,
+                requests=requests,
+            ),
+        )
+
+
+def _phase_stats(phase: PhaseRun, orders: Sequence[OrderResult]) -> PhaseStats:
+    symbols = {r.item.symbol for r in phase.items}
+    mine = [o for o in orders if o.symbol in symbols]
+    succeeded = sum(1 for o in mine if o.success)
+    skipped = sum(1 for o in mine if o.skipped)
+    return PhaseStats(
+        name=phase.name,
+        orders=sum(1 for o in mine if o.attempts),
+        succeeded=succeeded,
+        failed=len(mine) - succeeded - skipped,
+        skipped=skipped,
+        notional=money(sum((o.filled_notional for o in mine), ZERO)),
+        started_at=phase.started_at,
+        finished_at=phase.finished_at,
+        timed_out=phase.timed_out,
+    )
+
+
+def _order_result(
+    item: RebalancePlanItem, item_run: ItemRun | None, tracker: OrderTracker, plan: RebalancePlan
+) -> OrderResult:
+    sized = item_run.sized if item_run else None
+    outcome = item_run.outcome if item_run else None
+    urgency = plan.urgency_of(item)
+    base = {
+        "symbol": item.symbol,
+        "action": item.action,
+        "trade_amount": item.trade_amount,
+        "urgency": urgency.value if urgency else None,
+    }
+    if item.action is Action.HOLD or sized is None:
+        reason = (
+            "HOLD: nothing to trade" if item.action is Action.HOLD else "not reached before the plan ended"
+        )
+        return OrderResult(
+            **base,
+            side=None,
+            shares=ZERO,
+            filled_shares=ZERO,
+            avg_fill_price=None,
+            filled_notional=ZERO,
+            arrival_mid=None,
+            cost_bps=None,
+            order_type=None,
+            client_order_id=None,
+            scale_factor=None,
+            success=item.action is Action.HOLD,
+            skipped=item.action is Action.HOLD,
+            skip_reason=reason if item.action is Action.HOLD else None,
+            error_message=None if item.action is Action.HOLD else reason,
+            fallback_reason=None,
+            notes=(),
+            attempts=(),
+        )
+    if outcome is not None:
+        for record in outcome.attempts:
+            tracked = tracker.get(record.client_order_id)
+            if tracked is not None and tracked.snapshot is not None:
+                record.snapshot = tracked.snapshot
+    arrival_mid = sized.arrival.mid if sized.arrival else None
+    filled = outcome.filled_qty if outcome else ZERO
+    avg = outcome.avg_price if outcome else None
+    notional = outcome.notional if outcome else ZERO
+    cost = None
+    if avg is not None and arrival_mid:
+        sign = Decimal(1) if sized.side is Side.BUY else Decimal(-1)
+        cost = (sign * (avg - arrival_mid) / arrival_mid * BPS).quantize(Decimal("0.01"))
+    skipped = sized.skip_reason is not None or (
+        outcome is not None and outcome.skip_reason is not None and filled == ZERO
+    )
+    skip_reason = sized.skip_reason or (outcome.skip_reason if outcome else None)
+    error = outcome.error if outcome else None
+    dropped = outcome.dropped_qty if outcome else ZERO
+    success = not skipped and sized.qty > ZERO and filled >= sized.qty - dropped and error is None
+    if not success and not skipped and error is None:
+        if outcome is None:
+            error = "not worked before the phase ended"
+        elif outcome.skip_reason:
+            error = f"filled {filled} of {sized.qty} shares; {outcome.skip_reason}"
+        else:
+            error = f"filled {filled} of {sized.qty} shares" + (
+                " before the deadline" if outcome.timed_out else ""
+            )
+    notes = tuple(sized.notes) + tuple(outcome.notes if outcome else ())
+    last = outcome.attempts[-1] if outcome and outcome.attempts else None
+    return OrderResult(
+        **base,
+        side=sized.side.value,
+        shares=sized.qty,
+        filled_shares=filled,
+        avg_fill_price=avg.quantize(Decimal("0.000001")) if avg is not None else None,
+        filled_notional=money(notional),
+        arrival_mid=arrival_mid,
+        cost_bps=cost,
+        order_type=last.order_type.value if last else None,
+        client_order_id=last.client_order_id if last else None,
+        scale_factor=sized.scale_factor,
+        success=success,
+        skipped=skipped,
+        skip_reason=skip_reason if skipped else None,
+        error_message=error if not skipped else None,
+        fallback_reason=outcome.fallback_reason if outcome else None,
+        notes=notes,
+        attempts=tuple(a.to_attempt() for a in outcome.attempts) if outcome else (),
+    )
