@@ -124,6 +124,8 @@ class RebalancePlan(BaseModel):
     @field_validator("plan_id", mode="before")
     @classmethod
     def _check_plan_id(cls, value: Any) -> Any:
+        if isinstance(value, int | Decimal) and not isinstance(value, bool):
+            value = str(value)
         if not isinstance(value, str):
             raise ValueError("must be a string")
         plan_id = value.strip()

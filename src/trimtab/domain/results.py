@@ -123,3 +123,34 @@ class ExecutionResult(BaseModel):
     warnings: tuple[str, ...]
     orders: tuple[OrderResult, ...]
     stats: ExecutionStats
+
+
+class PlannedOrder(BaseModel):
+    """One order a dry run would send, sized and priced from the current account and quotes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    symbol: str
+    action: Action
+    side: str | None
+    trade_amount: Decimal | None
+    shares: Decimal
+    reference_price: Decimal | None
+    first_limit_price: Decimal | None
+    estimated_notional: Decimal
+    scale_factor: Decimal | None
+    skip_reason: str | None
+    notes: tuple[str, ...]
+
+
+class PreviewResult(BaseModel):
+    """What a dry run found: the orders it would send, nothing sent."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan_id: str
+    correlation_id: str | None
+    dry_run: bool = True
+    algo: str
+    estimated_buying_power: Decimal
+    orders: tuple[PlannedOrder, ...]

@@ -28,7 +28,10 @@ from trimtab.domain.results import (
     ExecutionStatus,
     OrderResult,
     PhaseStats,
+    PlannedOrder,
+    PreviewResult,
 )
+from trimtab.engine.algos import ladder_price
 from trimtab.engine.algos import algorithm as make_algorithm
 from trimtab.engine.config import ExecutionConfig
 from trimtab.engine.quotes import QuoteService
@@ -169,6 +172,71 @@ class Executor:
             while len(self._results) > self._config.result_cache_size:
                 self._results.popitem(last=False)
             return result
+
+    async def preview_rebalance_plan(self, plan: RebalancePlan) -> PreviewResult:
+        """Validate, size and price the plan's orders from the account and quotes; send nothing.
+
+        Buys are sized from today's buying power plus the sells' value at the bid, since a
+        dry run cannot know what the sells would really raise.
+        """
+        if plan is None:
+            raise ValueError("preview_rebalance_plan needs a plan, got None")
+        if not self._started:
+            raise RuntimeError("start the Executor first: use 'async with Executor(...) as executor'")
+        with bind_run(plan.plan_id, plan.correlation_id):
+            active = [i for i in plan.items if i.action is not Action.HOLD]
+            symbols = [i.symbol for i in active]
+            await self._quotes.start(symbols)
+            account = await self._call(self._broker.get_account)
+            positions = await self._call(self._broker.get_positions)
+            assets = await self._call(lambda: self._broker.get_assets(symbols))
+            quotes = await self._arrival_quotes(symbols)
+            planned: dict[str, PlannedOrder] = {}
+            proceeds = ZERO
+            for item in (i for i in active if i.action is Action.SELL):
+                quote, problem = quotes[item.symbol]
+                sized = size_sell(item, positions.get(item.symbol), assets.get(item.symbol), quote, problem,
+                                  self._config)
+                if sized.skip_reason is None and quote is not None:
+                    proceeds += sized.qty * quote.bid
+                planned[item.symbol] = self._planned(plan, sized)
+            available = min(account.cash, account.buying_power) + proceeds
+            buys = [i for i in active if i.action is Action.BUY]
+            sized_buys, _ = size_buys(buys, assets, quotes, buy_budget(available, self._config), self._config)
+            for sized in sized_buys:
+                planned[sized.symbol] = self._planned(plan, sized)
+            orders = []
+            for item in plan.items:
+                if item.symbol in planned:
+                    orders.append(planned[item.symbol])
+                else:
+                    orders.append(PlannedOrder(symbol=item.symbol, action=item.action, side=None,
+                                               trade_amount=item.trade_amount, shares=ZERO,
+                                               reference_price=None, first_limit_price=None,
+                                               estimated_notional=ZERO, scale_factor=None,
+                                               skip_reason="HOLD: nothing to trade", notes=()))
+            return PreviewResult(plan_id=plan.plan_id, correlation_id=plan.correlation_id,
+                                 algo=self._algorithm.name, estimated_buying_power=money(available),
+                                 orders=tuple(orders))
+
+    def _planned(self, plan: RebalancePlan, sized: SizedItem) -> PlannedOrder:
+        quote = sized.arrival
+        reference = None
+        limit = None
+        if quote is not None:
+            reference = quote.far_touch(sized.side is Side.BUY)
+            if self._algorithm.name == "smart":
+                ladder = self._config.ladder(plan.urgency_of(sized.item))
+                if ladder.steps:
+                    limit = ladder_price(quote, sized.side, ladder.steps[0], ladder.anchor)
+        price = limit or reference or ZERO
+        return PlannedOrder(symbol=sized.symbol, action=sized.item.action, side=sized.side.value,
+                            trade_amount=sized.item.trade_amount,
+                            shares=sized.qty if sized.skip_reason is None else ZERO,
+                            reference_price=reference, first_limit_price=limit,
+                            estimated_notional=money(sized.qty * price) if sized.skip_reason is None else ZERO,
+                            scale_factor=sized.scale_factor, skip_reason=sized.skip_reason,
+                            notes=tuple(sized.notes))
 
     async def _execute(self, plan: RebalancePlan) -> ExecutionResult:
         with bind_run(plan.plan_id, plan.correlation_id):
