@@ -4,7 +4,7 @@ Sells first, waits until they have filled and the cash is there, sizes the buys 
 what the sells raised, then buys; every order worked by a quote-pegged limit ladder.
 """
 
-# SIMBROKER-PENDING from trimtab.adapters.sim import SimBroker
+from trimtab.adapters.sim import SimBroker
 from trimtab.adapters.sim.virtual_loop import run_virtual
 from trimtab.domain.plan import Action, RebalancePlan, RebalancePlanItem, Urgency
 from trimtab.domain.results import (
@@ -36,7 +36,7 @@ __all__ = [
     "QuoteFeed",
     "RebalancePlan",
     "RebalancePlanItem",
-    # "SimBroker",
+    "SimBroker",
     "Urgency",
     "run_virtual",
 ]

@@ -99,9 +99,13 @@ def run(
     plan: Annotated[Path, typer.Argument(help="The plan file: JSON, YAML or CSV.")],
     broker: BrokerOpt = "sim",
     json_output: JsonOpt = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, size and price; send nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate, size and price; send nothing.")
+    ] = False,
     algo: Annotated[str | None, typer.Option("--algo", help="smart (default) or market.")] = None,
-    urgency: Annotated[str | None, typer.Option("--urgency", help="Default urgency: LOW, NORMAL or HIGH.")] = None,
+    urgency: Annotated[
+        str | None, typer.Option("--urgency", help="Default urgency: LOW, NORMAL or HIGH.")
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="ExecutionConfig from a TOML file.")] = None,
     seed: SeedOpt = 0,
     account: AccountOpt = None,
@@ -114,8 +118,9 @@ def run(
     def body() -> ExitCode:
         rebalance_plan = read_plan(plan)
         execution_config = load_config(config, algo, urgency)
-        options = BrokerOptions(broker=broker, seed=seed, account_file=account, fresh=fresh,
-                                persist=not dry_run)
+        options = BrokerOptions(
+            broker=broker, seed=seed, account_file=account, fresh=fresh, persist=not dry_run
+        )
         if dry_run:
             preview = run_async(broker, lambda: _preview(options, execution_config, rebalance_plan))
             if json_output:
@@ -123,8 +128,9 @@ def run(
             else:
                 console.print(preview_table(preview))
             return ExitCode.OK
-        result = run_async(broker, lambda: _execute(options, execution_config, rebalance_plan,
-                                                    show_progress=not json_output))
+        result = run_async(
+            broker, lambda: _execute(options, execution_config, rebalance_plan, show_progress=not json_output)
+        )
         if json_output:
             sys.stdout.write(result.model_dump_json(indent=2) + "\n")
         else:
@@ -140,16 +146,22 @@ async def _preview(options: BrokerOptions, config: ExecutionConfig, plan: Any) -
         return await executor.preview_rebalance_plan(plan)
 
 
-async def _execute(options: BrokerOptions, config: ExecutionConfig, plan: Any,
-                   show_progress: bool) -> ExecutionResult:
+async def _execute(
+    options: BrokerOptions, config: ExecutionConfig, plan: Any, show_progress: bool
+) -> ExecutionResult:
     async with open_broker(options) as broker, Executor(broker, config) as executor:
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} events"),
-                            console=console, transient=True, disable=not (show_progress and console.is_terminal))
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed} events"),
+            console=console,
+            transient=True,
+            disable=not (show_progress and console.is_terminal),
+        )
         task = progress.add_task("executing", total=None)
 
         def on_event(event: OrderEvent) -> None:
-            progress.update(task, advance=1,
-                            description=f"{event.order.symbol} {event.kind.value}")
+            progress.update(task, advance=1, description=f"{event.order.symbol} {event.kind.value}")
 
         remove = broker.add_order_listener(on_event)
         try:
@@ -170,7 +182,9 @@ def account(
     """Show the broker's cash, buying power and positions."""
 
     def body() -> ExitCode:
-        options = BrokerOptions(broker=broker, seed=seed, account_file=account_file, fresh=fresh, persist=False)
+        options = BrokerOptions(
+            broker=broker, seed=seed, account_file=account_file, fresh=fresh, persist=False
+        )
 
         async def fetch() -> tuple[Any, Any]:
             async with open_broker(options) as opened:
@@ -208,5 +222,3 @@ planning.register(app)
 def main() -> None:
     """Entry point of the trimtab console script."""
     app()
-
-

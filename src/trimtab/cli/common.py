@@ -130,5 +130,5 @@ def setup_logging(verbose: bool) -> None:
 
 
 def fail(message: str, code: ExitCode) -> ExitCode:
-    err_console.print(f"error: {message}", markup=False, highlight=False)
+    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     return code

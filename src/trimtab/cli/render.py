@@ -13,15 +13,19 @@ from trimtab.domain.results import ExecutionResult, OrderResult, PreviewResult
 def _d(value: Decimal | None, places: str = "0.01") -> str:
     if value is None:
         return "-"
-    return str(value.quantize(Decimal(places))) if value == value.to_integral_value() or places else str(value)
+    return str(value.quantize(Decimal(places)))
 
 
 def _qty(value: Decimal) -> str:
+    if value != value.to_integral_value():
+        value = value.quantize(Decimal("0.0001")) if abs(value) >= 1 else value
     text = format(value.normalize(), "f")
     return text if text != "-0" else "0"
 
 
 def _status(order: OrderResult) -> str:
+    if order.action.value == "HOLD":
+        return "hold"
     if order.skipped:
         return f"skipped: {order.skip_reason}"
     if order.success:
@@ -31,9 +35,12 @@ def _status(order: OrderResult) -> str:
 
 def result_table(result: ExecutionResult) -> Table:
     table = Table(title=f"Plan {result.plan_id}: {result.status.value}", title_justify="left")
-    for column in ("symbol", "side", "requested", "filled", "avg price", "arrival mid", "cost bps", "status"):
-        justify = "left" if column in ("symbol", "side", "status") else "right"
-        table.add_column(column, justify=justify, overflow="fold")
+    for column in ("symbol", "side", "requested", "filled", "avg price", "arrival mid", "cost bps"):
+        if column in ("symbol", "side"):
+            table.add_column(column, no_wrap=True)
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("status", overflow="fold", min_width=12)
     for order in result.orders:
         table.add_row(
             order.symbol,
@@ -65,14 +72,23 @@ def result_summary(result: ExecutionResult) -> str:
 
 def preview_table(preview: PreviewResult) -> Table:
     table = Table(title=f"Dry run of plan {preview.plan_id} (nothing sent)", title_justify="left")
-    for column in ("symbol", "side", "shares", "reference", "first limit", "notional", "note"):
-        table.add_column(column, justify="left" if column in ("symbol", "side", "note") else "right",
-                         overflow="fold")
+    for column in ("symbol", "side", "shares", "reference", "first limit", "notional"):
+        if column in ("symbol", "side"):
+            table.add_column(column, no_wrap=True)
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("note", overflow="fold", min_width=12)
     for order in preview.orders:
         note = order.skip_reason or "; ".join(order.notes) or ""
-        table.add_row(order.symbol, order.side or order.action.value.lower(), _qty(order.shares),
-                      _d(order.reference_price), _d(order.first_limit_price), _d(order.estimated_notional),
-                      note)
+        table.add_row(
+            order.symbol,
+            order.side or order.action.value.lower(),
+            _qty(order.shares),
+            _d(order.reference_price),
+            _d(order.first_limit_price),
+            _d(order.estimated_notional),
+            note,
+        )
     return table
 
 

@@ -31,8 +31,8 @@ from trimtab.domain.results import (
     PlannedOrder,
     PreviewResult,
 )
-from trimtab.engine.algos import ladder_price
 from trimtab.engine.algos import algorithm as make_algorithm
+from trimtab.engine.algos import ladder_price
 from trimtab.engine.config import ExecutionConfig
 from trimtab.engine.quotes import QuoteService
 from trimtab.engine.sizing import SizedItem, buy_budget, size_buys, size_sell
@@ -195,8 +195,9 @@ class Executor:
             proceeds = ZERO
             for item in (i for i in active if i.action is Action.SELL):
                 quote, problem = quotes[item.symbol]
-                sized = size_sell(item, positions.get(item.symbol), assets.get(item.symbol), quote, problem,
-                                  self._config)
+                sized = size_sell(
+                    item, positions.get(item.symbol), assets.get(item.symbol), quote, problem, self._config
+                )
                 if sized.skip_reason is None and quote is not None:
                     proceeds += sized.qty * quote.bid
                 planned[item.symbol] = self._planned(plan, sized)
@@ -210,14 +211,28 @@ class Executor:
                 if item.symbol in planned:
                     orders.append(planned[item.symbol])
                 else:
-                    orders.append(PlannedOrder(symbol=item.symbol, action=item.action, side=None,
-                                               trade_amount=item.trade_amount, shares=ZERO,
-                                               reference_price=None, first_limit_price=None,
-                                               estimated_notional=ZERO, scale_factor=None,
-                                               skip_reason="HOLD: nothing to trade", notes=()))
-            return PreviewResult(plan_id=plan.plan_id, correlation_id=plan.correlation_id,
-                                 algo=self._algorithm.name, estimated_buying_power=money(available),
-                                 orders=tuple(orders))
+                    orders.append(
+                        PlannedOrder(
+                            symbol=item.symbol,
+                            action=item.action,
+                            side=None,
+                            trade_amount=item.trade_amount,
+                            shares=ZERO,
+                            reference_price=None,
+                            first_limit_price=None,
+                            estimated_notional=ZERO,
+                            scale_factor=None,
+                            skip_reason="HOLD: nothing to trade",
+                            notes=(),
+                        )
+                    )
+            return PreviewResult(
+                plan_id=plan.plan_id,
+                correlation_id=plan.correlation_id,
+                algo=self._algorithm.name,
+                estimated_buying_power=money(available),
+                orders=tuple(orders),
+            )
 
     def _planned(self, plan: RebalancePlan, sized: SizedItem) -> PlannedOrder:
         quote = sized.arrival
@@ -230,13 +245,20 @@ class Executor:
                 if ladder.steps:
                     limit = ladder_price(quote, sized.side, ladder.steps[0], ladder.anchor)
         price = limit or reference or ZERO
-        return PlannedOrder(symbol=sized.symbol, action=sized.item.action, side=sized.side.value,
-                            trade_amount=sized.item.trade_amount,
-                            shares=sized.qty if sized.skip_reason is None else ZERO,
-                            reference_price=reference, first_limit_price=limit,
-                            estimated_notional=money(sized.qty * price) if sized.skip_reason is None else ZERO,
-                            scale_factor=sized.scale_factor, skip_reason=sized.skip_reason,
-                            notes=tuple(sized.notes))
+        sendable = sized.skip_reason is None
+        return PlannedOrder(
+            symbol=sized.symbol,
+            action=sized.item.action,
+            side=sized.side.value,
+            trade_amount=sized.item.trade_amount,
+            shares=sized.qty if sendable else ZERO,
+            reference_price=reference,
+            first_limit_price=limit,
+            estimated_notional=money(sized.qty * price) if sendable else ZERO,
+            scale_factor=sized.scale_factor,
+            skip_reason=sized.skip_reason,
+            notes=tuple(sized.notes),
+        )
 
     async def _execute(self, plan: RebalancePlan) -> ExecutionResult:
         with bind_run(plan.plan_id, plan.correlation_id):
