@@ -2,37 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
 
-from trimtab.adapters.sim.virtual_loop import run_virtual
 from trimtab.cli import planning
 from trimtab.cli.common import (
     BrokerOptions,
     ExitCode,
     console,
-    fail,
+    execute_plan,
+    exit_code_of,
+    guard,
+    load_execution_config,
     open_broker,
     read_plan,
+    run_async,
     setup_logging,
     trimtab_home,
 )
 from trimtab.cli.render import account_table, preview_table, result_summary, result_table
-from trimtab.domain.errors import (
-    ConfigurationError,
-    PlanValidationError,
-    SafetyRefusalError,
-)
 from trimtab.domain.orders import OrderEvent
-from trimtab.domain.plan import Urgency
-from trimtab.domain.results import ExecutionResult, ExecutionStatus
+from trimtab.domain.results import ExecutionResult
 from trimtab.engine.config import ExecutionConfig
 from trimtab.engine.executor import Executor
 
@@ -53,45 +48,13 @@ AccountOpt = Annotated[
 ]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start a fresh default simulated account.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+LedgerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ledger", help="Ledger database URL (default: SQLite under $TRIMTAB_HOME; or $TRIMTAB_LEDGER_URL)."
+    ),
+]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log every state change on stderr.")]
-
-
-def run_async(broker: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run on virtual time for the simulated exchange, in real time otherwise."""
-    if broker == "sim":
-        return run_virtual(make())
-    return asyncio.run(make())
-
-
-def exit_code_of(result: ExecutionResult) -> ExitCode:
-    if result.status in (ExecutionStatus.SUCCESS, ExecutionStatus.SUCCESS_WITH_SKIPS):
-        return ExitCode.OK
-    return ExitCode.INCOMPLETE
-
-
-def guarded(action: Callable[[], ExitCode]) -> None:
-    """Run a command body, mapping trimtab's errors to exit codes and one clear line."""
-    try:
-        code = action()
-    except (PlanValidationError, ConfigurationError) as exc:
-        code = fail(str(exc), ExitCode.INVALID)
-    except SafetyRefusalError as exc:
-        code = fail(str(exc), ExitCode.REFUSED)
-    raise typer.Exit(int(code))
-
-
-def load_config(config: Path | None, algo: str | None, urgency: str | None) -> ExecutionConfig:
-    overrides: dict[str, Any] = {}
-    if algo is not None:
-        if algo not in ("smart", "market"):
-            raise ConfigurationError(f"--algo must be smart or market, got {algo!r}")
-        overrides["algo"] = algo
-    if urgency is not None:
-        try:
-            overrides["default_urgency"] = Urgency(urgency.upper())
-        except ValueError:
-            raise ConfigurationError(f"--urgency must be LOW, NORMAL or HIGH, got {urgency!r}") from None
-    return ExecutionConfig.load(config, overrides=overrides)
 
 
 @app.command()
@@ -110,6 +73,7 @@ def run(
     seed: SeedOpt = 0,
     account: AccountOpt = None,
     fresh: FreshOpt = False,
+    ledger: LedgerOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Execute a rebalance plan: sells, then buys sized from what the sells raised."""
@@ -117,7 +81,7 @@ def run(
 
     def body() -> ExitCode:
         rebalance_plan = read_plan(plan)
-        execution_config = load_config(config, algo, urgency)
+        execution_config = load_execution_config(config, algo, urgency)
         options = BrokerOptions(
             broker=broker, seed=seed, account_file=account, fresh=fresh, persist=not dry_run
         )
@@ -129,7 +93,10 @@ def run(
                 console.print(preview_table(preview))
             return ExitCode.OK
         result = run_async(
-            broker, lambda: _execute(options, execution_config, rebalance_plan, show_progress=not json_output)
+            broker,
+            lambda: _execute(
+                options, execution_config, rebalance_plan, show_progress=not json_output, ledger=ledger
+            ),
         )
         if json_output:
             sys.stdout.write(result.model_dump_json(indent=2) + "\n")
@@ -138,7 +105,7 @@ def run(
             console.print(result_summary(result), markup=False, highlight=False)
         return exit_code_of(result)
 
-    guarded(body)
+    raise typer.Exit(int(guard(body)))
 
 
 async def _preview(options: BrokerOptions, config: ExecutionConfig, plan: Any) -> Any:
@@ -147,28 +114,23 @@ async def _preview(options: BrokerOptions, config: ExecutionConfig, plan: Any) -
 
 
 async def _execute(
-    options: BrokerOptions, config: ExecutionConfig, plan: Any, show_progress: bool
+    options: BrokerOptions, config: ExecutionConfig, plan: Any, show_progress: bool, ledger: str | None
 ) -> ExecutionResult:
-    async with open_broker(options) as broker, Executor(broker, config) as executor:
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed} events"),
-            console=console,
-            transient=True,
-            disable=not (show_progress and console.is_terminal),
-        )
-        task = progress.add_task("executing", total=None)
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed} events"),
+        console=console,
+        transient=True,
+        disable=not (show_progress and console.is_terminal),
+    )
+    task = progress.add_task("executing", total=None)
 
-        def on_event(event: OrderEvent) -> None:
-            progress.update(task, advance=1, description=f"{event.order.symbol} {event.kind.value}")
+    def on_event(event: OrderEvent) -> None:
+        progress.update(task, advance=1, description=f"{event.order.symbol} {event.kind.value}")
 
-        remove = broker.add_order_listener(on_event)
-        try:
-            with progress:
-                return await executor.execute_rebalance_plan(plan)
-        finally:
-            remove()
+    with progress:
+        return await execute_plan(options, config, plan, ledger_option=ledger, on_event=on_event)
 
 
 @app.command()
@@ -207,7 +169,7 @@ def account(
             console.print(account_table(info, positions))
         return ExitCode.OK
 
-    guarded(body)
+    raise typer.Exit(int(guard(body)))
 
 
 @app.command()

@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
 from enum import IntEnum
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, TypeVar
 
 from rich.console import Console
 
 from trimtab.adapters.clock import SystemClock
+from trimtab.adapters.ledger import SqlLedger, default_ledger_url
 from trimtab.adapters.sim import SimBroker
-from trimtab.domain.errors import ConfigurationError, PlanValidationError
-from trimtab.domain.plan import RebalancePlan
+from trimtab.adapters.sim.virtual_loop import run_virtual
+from trimtab.domain.errors import ConfigurationError, LeaseLostError, PlanValidationError, SafetyRefusalError
+from trimtab.domain.orders import OrderEvent, OrderEventKind
+from trimtab.domain.plan import RebalancePlan, Urgency
 from trimtab.domain.planfile import format_of, parse_plan_text
+from trimtab.domain.results import ExecutionResult, ExecutionStatus
+from trimtab.engine.config import ExecutionConfig
+from trimtab.engine.executor import Executor
 from trimtab.ports.broker import Broker
 
-console = Console()
-err_console = Console(stderr=True)
+T = TypeVar("T")
+
+def _console(stderr: bool) -> Console:
+    # Tables stay readable when output goes to a file or a pipe: no 80-column wrap.
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(stderr=stderr, width=width)
+
+
+console = _console(stderr=False)
+err_console = _console(stderr=True)
 
 
 class ExitCode(IntEnum):
@@ -107,12 +124,56 @@ async def open_broker(options: BrokerOptions, home: Path | None = None) -> Async
     if options.broker != "sim":
         raise ConfigurationError(f"unknown broker {options.broker!r}: this version supports sim")
     broker = make_sim_broker(options, home)
+    state = sim_state_path(home)
+    remove: Callable[[], None] | None = None
+    if options.persist:
+        home.mkdir(parents=True, exist_ok=True)
+
+        def save_on_change(event: OrderEvent) -> None:
+            # The simulated account is the broker's own record: keep it as durable as a real
+            # broker's, so a process killed mid-plan leaves the account as it really is.
+            if event.kind in _DURABLE_EVENTS:
+                broker.save(state)
+
+        remove = broker.add_order_listener(save_on_change)
     try:
         yield broker
     finally:
+        if remove is not None:
+            remove()
         if options.persist:
-            home.mkdir(parents=True, exist_ok=True)
-            broker.save(sim_state_path(home))
+            broker.save(state)
+
+
+_DURABLE_EVENTS = frozenset(
+    {
+        OrderEventKind.FILL,
+        OrderEventKind.PARTIAL_FILL,
+        OrderEventKind.CANCELED,
+        OrderEventKind.REJECTED,
+        OrderEventKind.EXPIRED,
+        OrderEventKind.REPLACED,
+    }
+)
+
+
+def ledger_url(option: str | None, home: Path) -> str:
+    """--ledger, else $TRIMTAB_LEDGER_URL, else SQLite under the home folder."""
+    return option or os.environ.get("TRIMTAB_LEDGER_URL") or default_ledger_url(home)
+
+
+def open_ledger(option: str | None, home: Path | None = None) -> SqlLedger:
+    """The ledger the CLI records into (created and migrated on first use)."""
+    home = home or trimtab_home()
+    url = ledger_url(option, home)
+    if url.startswith("sqlite"):
+        home.mkdir(parents=True, exist_ok=True)
+    return SqlLedger(url)
+
+
+def process_owner() -> str:
+    """This process's name in the ledger's leases: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class _CliHandler(logging.StreamHandler[TextIO]):
@@ -132,3 +193,73 @@ def setup_logging(verbose: bool) -> None:
 def fail(message: str, code: ExitCode) -> ExitCode:
     err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     return code
+
+
+async def execute_plan(
+    options: BrokerOptions,
+    config: ExecutionConfig,
+    plan: RebalancePlan,
+    *,
+    home: Path | None = None,
+    ledger_option: str | None = None,
+    on_event: Callable[[OrderEvent], None] | None = None,
+) -> ExecutionResult:
+    """Execute a plan on the selected broker, recorded in the ledger (idempotent, resumable)."""
+    home = home or trimtab_home()
+    ledger = open_ledger(ledger_option, home)
+    try:
+        async with (
+            open_broker(options, home) as broker,
+            Executor(
+                broker, config, ledger=ledger, owner=process_owner(), lease_clock=SystemClock()
+            ) as executor,
+        ):
+            remove = broker.add_order_listener(on_event) if on_event is not None else None
+            try:
+                return await executor.execute_rebalance_plan(plan)
+            finally:
+                if remove is not None:
+                    remove()
+    finally:
+        ledger.close()
+
+
+def run_async(broker: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run on virtual time for the simulated exchange, in real time otherwise."""
+    if broker == "sim":
+        return run_virtual(make())
+    return asyncio.run(make())
+
+
+def exit_code_of(result: ExecutionResult) -> ExitCode:
+    """0 when the plan completed (skips allowed), 1 when orders failed or stayed unfilled."""
+    if result.status in (ExecutionStatus.SUCCESS, ExecutionStatus.SUCCESS_WITH_SKIPS):
+        return ExitCode.OK
+    return ExitCode.INCOMPLETE
+
+
+def guard(action: Callable[[], ExitCode]) -> ExitCode:
+    """Run a command body, mapping trimtab's errors to exit codes and one clear line."""
+    try:
+        return action()
+    except (PlanValidationError, ConfigurationError) as exc:
+        return fail(str(exc), ExitCode.INVALID)
+    except SafetyRefusalError as exc:
+        return fail(str(exc), ExitCode.REFUSED)
+    except LeaseLostError as exc:
+        return fail(str(exc), ExitCode.INCOMPLETE)
+
+
+def load_execution_config(path: Path | None, algo: str | None, urgency: str | None) -> ExecutionConfig:
+    """ExecutionConfig from --config, TRIMTAB_* variables and the --algo/--urgency options."""
+    overrides: dict[str, Any] = {}
+    if algo is not None:
+        if algo not in ("smart", "market"):
+            raise ConfigurationError(f"--algo must be smart or market, got {algo!r}")
+        overrides["algo"] = algo
+    if urgency is not None:
+        try:
+            overrides["default_urgency"] = Urgency(urgency.upper())
+        except ValueError:
+            raise ConfigurationError(f"--urgency must be LOW, NORMAL or HIGH, got {urgency!r}") from None
+    return ExecutionConfig.load(path, overrides=overrides)

@@ -22,11 +22,10 @@ Executor as the same plan instead of trading twice.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 import tomllib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -36,15 +35,18 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from trimtab.adapters.sim.virtual_loop import run_virtual
 from trimtab.cli.common import (
     BrokerOptions,
     ExitCode,
     console,
     err_console,
-    fail,
+    execute_plan,
+    exit_code_of,
+    guard,
+    load_execution_config,
     open_broker,
     read_text,
+    run_async,
     setup_logging,
 )
 from trimtab.domain.errors import (
@@ -53,11 +55,10 @@ from trimtab.domain.errors import (
     SafetyRefusalError,
 )
 from trimtab.domain.money import ZERO, money
-from trimtab.domain.plan import Action, RebalancePlan, Urgency
-from trimtab.domain.results import ExecutionResult, ExecutionStatus
+from trimtab.domain.plan import Action, RebalancePlan
+from trimtab.domain.results import ExecutionResult
 from trimtab.domain.targets import TargetWeights, parse_targets, targets_format_for
 from trimtab.engine.config import ExecutionConfig
-from trimtab.engine.executor import Executor
 from trimtab.engine.planner import (
     PlannerConfig,
     PlanningInputs,
@@ -106,13 +107,6 @@ def plan_json(plan: RebalancePlan) -> str:
     return json.dumps(plan.model_dump(mode="json", exclude_none=True), indent=2) + "\n"
 
 
-def run_on_broker_loop(broker: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run on virtual time for the simulated exchange, in real time otherwise."""
-    if broker == "sim":
-        return run_virtual(make())
-    return asyncio.run(make())
-
-
 @dataclass(frozen=True, slots=True)
 class Planned:
     """A proposal and the inputs it was computed from."""
@@ -144,7 +138,11 @@ async def propose(
         finally:
             await broker.close()
     proposal = plan_from_inputs(
-        targets, inputs, config, plan_id or _PENDING_PLAN_ID, correlation_id,
+        targets,
+        inputs,
+        config,
+        plan_id or _PENDING_PLAN_ID,
+        correlation_id,
         allow_open_orders=allow_open_orders,
     )
     if plan_id is None:
@@ -193,9 +191,14 @@ def proposal_table(proposal: PlanProposal) -> Table:
     cash_after = proposal.projected_cash
     table.add_section()
     table.add_row(
-        "cash", "", _percent(proposal.cash / value),
-        f">={_percent(proposal.config.cash_reserve)}", _percent(cash_after / value),
-        _signed(cash_after - proposal.cash), "", "",
+        "cash",
+        "",
+        _percent(proposal.cash / value),
+        f">={_percent(proposal.config.cash_reserve)}",
+        _percent(cash_after / value),
+        _signed(cash_after - proposal.cash),
+        "",
+        "",
     )
     return table
 
@@ -225,39 +228,6 @@ def _print_plain(text: str, *, stderr: bool = False) -> None:
     (err_console if stderr else console).print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _exit_code_of(result: ExecutionResult) -> ExitCode:
-    if result.status in (ExecutionStatus.SUCCESS, ExecutionStatus.SUCCESS_WITH_SKIPS):
-        return ExitCode.OK
-    return ExitCode.INCOMPLETE
-
-
-def _load_execution_config(
-    path: Path | None, algo: str | None, urgency: str | None
-) -> ExecutionConfig:
-    overrides: dict[str, Any] = {}
-    if algo is not None:
-        if algo not in ("smart", "market"):
-            raise ConfigurationError(f"--algo must be smart or market, got {algo!r}")
-        overrides["algo"] = algo
-    if urgency is not None:
-        try:
-            overrides["default_urgency"] = Urgency(urgency.upper())
-        except ValueError:
-            raise ConfigurationError(
-                f"--urgency must be LOW, NORMAL or HIGH, got {urgency!r}"
-            ) from None
-    return ExecutionConfig.load(path, overrides=overrides)
-
-
-def _guard(action: Callable[[], ExitCode]) -> ExitCode:
-    try:
-        return action()
-    except (PlanValidationError, ConfigurationError) as exc:
-        return fail(str(exc), ExitCode.INVALID)
-    except SafetyRefusalError as exc:
-        return fail(str(exc), ExitCode.REFUSED)
-
-
 # -- the commands as functions --------------------------------------------------------
 
 
@@ -277,10 +247,19 @@ def plan_command(
         target_weights = read_targets(targets)
         options = broker_options or BrokerOptions(persist=False)
         config = planner_config or PlannerConfig()
-        planned = run_on_broker_loop(options.broker, lambda: propose(
-            options, target_weights, config, plan_id=plan_id, correlation_id=correlation_id,
-            id_prefix="plan", allow_open_orders=True, home=home,
-        ))
+        planned = run_async(
+            options.broker,
+            lambda: propose(
+                options,
+                target_weights,
+                config,
+                plan_id=plan_id,
+                correlation_id=correlation_id,
+                id_prefix="plan",
+                allow_open_orders=True,
+                home=home,
+            ),
+        )
         proposal = planned.proposal
         text = plan_json(proposal.plan)
         if output is None:
@@ -289,9 +268,7 @@ def plan_command(
             try:
                 output.write_text(text, encoding="utf-8")
             except OSError as exc:
-                raise PlanValidationError(
-                    f"cannot write the plan to {output}: {exc.strerror}"
-                ) from None
+                raise PlanValidationError(f"cannot write the plan to {output}: {exc.strerror}") from None
             _print_plain(
                 f"wrote plan {proposal.plan_id} to {output}: {len(proposal.trading_items)} "
                 f"trades, turnover {_dollars(proposal.turnover)}",
@@ -300,7 +277,8 @@ def plan_command(
         if planned.inputs.open_orders:
             symbols = sorted({order.symbol for order in planned.inputs.open_orders})
             _print_plain(
-                "warning: orders are still open at the broker for " + ", ".join(symbols)
+                "warning: orders are still open at the broker for "
+                + ", ".join(symbols)
                 + "; the plan does not account for them",
                 stderr=True,
             )
@@ -308,7 +286,7 @@ def plan_command(
             _print_plain(f"warning: {warning}", stderr=True)
         return ExitCode.OK
 
-    return _guard(body)
+    return guard(body)
 
 
 def rebalance_command(
@@ -333,14 +311,25 @@ def rebalance_command(
         config = planner_config or PlannerConfig()
         exec_config = execution_config or ExecutionConfig()
         planning_options = BrokerOptions(
-            broker=options.broker, seed=options.seed, account_file=options.account_file,
-            fresh=options.fresh, persist=False,
+            broker=options.broker,
+            seed=options.seed,
+            account_file=options.account_file,
+            fresh=options.fresh,
+            persist=False,
         )
-        planned = run_on_broker_loop(options.broker, lambda: propose(
-            planning_options, target_weights, config, plan_id=plan_id,
-            correlation_id=correlation_id, id_prefix="rebalance", allow_open_orders=False,
-            home=home,
-        ))
+        planned = run_async(
+            options.broker,
+            lambda: propose(
+                planning_options,
+                target_weights,
+                config,
+                plan_id=plan_id,
+                correlation_id=correlation_id,
+                id_prefix="rebalance",
+                allow_open_orders=False,
+                home=home,
+            ),
+        )
         proposal = planned.proposal
         stderr = json_output
         (err_console if stderr else console).print(proposal_table(proposal))
@@ -362,16 +351,14 @@ def rebalance_command(
         reserve = money(proposal.reserve_amount)
         if reserve > exec_config.cash_reserve:
             exec_config = exec_config.model_copy(update={"cash_reserve": reserve})
-        result = run_on_broker_loop(
-            options.broker, lambda: _execute(options, exec_config, proposal.plan, home)
-        )
+        result = run_async(options.broker, lambda: _execute(options, exec_config, proposal.plan, home))
         if json_output:
             sys.stdout.write(result.model_dump_json(indent=2) + "\n")
         else:
             _print_plain(_result_line(result))
-        return _exit_code_of(result)
+        return exit_code_of(result)
 
-    return _guard(body)
+    return guard(body)
 
 
 def _ask(question: str) -> bool:
@@ -406,13 +393,13 @@ def confirm_execution(
 async def _execute(
     options: BrokerOptions, config: ExecutionConfig, plan: RebalancePlan, home: Path | None
 ) -> ExecutionResult:
-    async with open_broker(options, home) as broker, Executor(broker, config) as executor:
-        return await executor.execute_rebalance_plan(plan)
+    return await execute_plan(options, config, plan, home=home)
 
 
 def _result_line(result: ExecutionResult) -> str:
     filled = sum(
-        1 for order in result.orders
+        1
+        for order in result.orders
         if order.action is not Action.HOLD and order.success and not order.skipped
     )
     lines = [
@@ -474,8 +461,11 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log every sta
 
 
 def _overrides(
-    cash_reserve: str | None, drift_band: str | None, drift_band_relative: str | None,
-    min_trade: str | None, whole_shares: bool | None,
+    cash_reserve: str | None,
+    drift_band: str | None,
+    drift_band_relative: str | None,
+    min_trade: str | None,
+    whole_shares: bool | None,
 ) -> dict[str, Any]:
     return {
         "cash_reserve": cash_reserve,
@@ -514,17 +504,21 @@ def register(app: typer.Typer) -> None:
 
         def body() -> ExitCode:
             planner_config = load_planner_config(
-                config, _overrides(cash_reserve, drift_band, drift_band_relative, min_trade,
-                                   whole_shares),
+                config,
+                _overrides(cash_reserve, drift_band, drift_band_relative, min_trade, whole_shares),
             )
             return plan_command(
-                targets, output=output, plan_id=plan_id, correlation_id=correlation_id,
-                broker_options=BrokerOptions(broker=broker, seed=seed, account_file=account,
-                                             fresh=fresh, persist=False),
+                targets,
+                output=output,
+                plan_id=plan_id,
+                correlation_id=correlation_id,
+                broker_options=BrokerOptions(
+                    broker=broker, seed=seed, account_file=account, fresh=fresh, persist=False
+                ),
                 planner_config=planner_config,
             )
 
-        raise typer.Exit(int(_guard(body)))
+        raise typer.Exit(int(guard(body)))
 
     @app.command("rebalance")
     def rebalance(
@@ -559,17 +553,22 @@ def register(app: typer.Typer) -> None:
 
         def body() -> ExitCode:
             planner_config = load_planner_config(
-                config, _overrides(cash_reserve, drift_band, drift_band_relative, min_trade,
-                                   whole_shares),
+                config,
+                _overrides(cash_reserve, drift_band, drift_band_relative, min_trade, whole_shares),
             )
-            execution_config = _load_execution_config(config, algo, urgency)
+            execution_config = load_execution_config(config, algo, urgency)
             return rebalance_command(
-                targets, yes=yes, dry_run=dry_run, json_output=json_output, plan_id=plan_id,
+                targets,
+                yes=yes,
+                dry_run=dry_run,
+                json_output=json_output,
+                plan_id=plan_id,
                 correlation_id=correlation_id,
-                broker_options=BrokerOptions(broker=broker, seed=seed, account_file=account,
-                                             fresh=fresh, persist=not dry_run),
+                broker_options=BrokerOptions(
+                    broker=broker, seed=seed, account_file=account, fresh=fresh, persist=not dry_run
+                ),
                 planner_config=planner_config,
                 execution_config=execution_config,
             )
 
-        raise typer.Exit(int(_guard(body)))
+        raise typer.Exit(int(guard(body)))

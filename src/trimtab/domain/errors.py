@@ -18,6 +18,8 @@
           +-- PlanValidationError      the plan or an input file is invalid
           +-- ConfigurationError       ExecutionConfig or environment is invalid
           +-- SafetyRefusalError       a safety rule refused the plan
+          |    +-- PlanInProgressError another process is executing this plan
+          +-- LeaseLostError           another process took over the plan mid-run
           +-- IllegalTransitionError   an order status change the table forbids
           +-- QuoteStreamError         the quote stream could not start
 
@@ -94,6 +96,14 @@ class ConfigurationError(FatalError, ValueError):
 
 class SafetyRefusalError(FatalError):
     """A safety rule refused the work before anything was sent."""
+
+
+class PlanInProgressError(SafetyRefusalError):
+    """Another live process holds this plan; nothing was sent."""
+
+
+class LeaseLostError(FatalError):
+    """This process lost its claim on the plan to another one; it stopped sending orders."""
 
 
 class IllegalTransitionError(FatalError):

@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 from decimal import Decimal
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -154,13 +154,34 @@ class RebalancePlan(BaseModel):
         return self
 
     def content_hash(self) -> str:
-        """A hash of the plan's content: the same plan_id with another hash is another plan."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """SHA-256 of what the plan trades: the same plan_id with another hash is another plan.
+
+        Independent of item order and number formatting ("5000" equals "5000.00");
+        correlation_id is free text for tracing and is left out.
+        """
+        content = _canonical(self.model_dump(mode="python", exclude={"correlation_id"}))
+        assert isinstance(content, dict)
+        items = content.pop("items")
+        assert isinstance(items, list)
+        content["items"] = sorted(items, key=lambda item: str(item["symbol"]))
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def urgency_of(self, item: RebalancePlanItem) -> Urgency | None:
         """The item's urgency, else the plan's default, else None (the config decides)."""
         return item.urgency or self.default_urgency
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
 
 
 def _describe_location(loc: tuple[int | str, ...], data: Any) -> str:

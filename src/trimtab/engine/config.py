@@ -113,6 +113,8 @@ class ExecutionConfig(BaseModel):
     order_ack_timeout: float = Field(default=15.0, gt=0)
     market_order_timeout: float = Field(default=60.0, gt=0)
 
+    lease_ttl: float = Field(default=30.0, gt=0, le=3600)
+
     max_concurrent_orders: int = Field(default=50, ge=1, le=10000)
     max_request_retries: int = Field(default=5, ge=0, le=100)
     result_cache_size: int = Field(default=256, ge=1)

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
 from typing import Self, TypeVar
 
-from trimtab.domain.account import Account
+from trimtab.domain.account import Account, Asset
 from trimtab.domain.errors import (
     BrokerUnavailableError,
+    LeaseLostError,
+    PlanInProgressError,
     PlanValidationError,
     RateLimitedError,
     TrimtabError,
 )
 from trimtab.domain.money import BPS, ONE, ZERO, money
-from trimtab.domain.orders import Side
+from trimtab.domain.orders import ClientOrderId, OrderEvent, OrderEventKind, OrderSnapshot, Side
 from trimtab.domain.plan import Action, RebalancePlan, RebalancePlanItem
 from trimtab.domain.quotes import Quote
 from trimtab.domain.results import (
@@ -34,13 +37,15 @@ from trimtab.domain.results import (
 from trimtab.engine.algos import algorithm as make_algorithm
 from trimtab.engine.algos import ladder_price
 from trimtab.engine.config import ExecutionConfig
+from trimtab.engine.journal import Journal
 from trimtab.engine.quotes import QuoteService
 from trimtab.engine.sizing import SizedItem, buy_budget, size_buys, size_sell
 from trimtab.engine.tracker import OrderTracker
-from trimtab.engine.working import OrderAlgorithm, OrderIntent, OrderSession, WorkOutcome
+from trimtab.engine.working import AttemptRecord, OrderAlgorithm, OrderIntent, OrderSession, WorkOutcome
 from trimtab.logs import bind_run, get_logger
 from trimtab.ports.broker import Broker
 from trimtab.ports.clock import Clock
+from trimtab.ports.ledger import ClaimOutcome, Ledger, PlanState
 from trimtab.ports.quotes import QuoteFeed
 
 log = get_logger(__name__)
@@ -65,11 +70,30 @@ class PhaseRun:
     timed_out: bool = False
 
 
+@dataclass(slots=True)
+class PriorWork:
+    """What an interrupted run of the plan already did for one symbol (from the ledger)."""
+
+    qty: Decimal
+    arrival: Quote | None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def filled_qty(self) -> Decimal:
+        return sum((a.filled_qty for a in self.attempts), ZERO)
+
+
 class Executor:
     """Executes rebalance plans against a broker.
 
     Use as ``async with Executor(broker) as executor:`` and call
     ``await executor.execute_rebalance_plan(plan)``. The constructor does no I/O.
+
+    With a ledger, every order intent is recorded before it is sent and every event as it
+    arrives; a plan_id already done returns its stored result, a plan another process
+    holds is refused, and a plan an earlier process left unfinished is reconciled with
+    the broker and resumed. owner names this process in the ledger's leases, which run
+    on lease_clock (the broker's clock unless given).
     """
 
     def __init__(
@@ -80,6 +104,9 @@ class Executor:
         quote_feed: QuoteFeed | None = None,
         order_algorithm: OrderAlgorithm | None = None,
         clock: Clock | None = None,
+        ledger: Ledger | None = None,
+        owner: str | None = None,
+        lease_clock: Clock | None = None,
     ) -> None:
         if broker is None:
             raise ValueError("Executor needs a broker, got None")
@@ -93,6 +120,9 @@ class Executor:
         )
         self._clock = clock if clock is not None else broker.clock
         self._algorithm: OrderAlgorithm = order_algorithm or make_algorithm(config.algo)
+        self._ledger = ledger
+        self._owner = owner or f"executor-{uuid.uuid4().hex[:12]}"
+        self._lease_clock = lease_clock if lease_clock is not None else self._clock
         self._tracker = OrderTracker(broker)
         self._quotes = QuoteService(self._feed, self._clock, config)
         self._results: OrderedDict[str, tuple[str, ExecutionResult]] = OrderedDict()
@@ -162,7 +192,30 @@ class Executor:
                 with bind_run(plan.plan_id, plan.correlation_id):
                     log.info("plan already executed; nothing sent")
                 return cached[1].model_copy(update={"already_executed": True})
-            task = asyncio.create_task(self._execute(plan))
+            resume_from: PlanState | None = None
+            if self._ledger is not None:
+                claim = self._ledger.begin_plan(
+                    plan.plan_id,
+                    content,
+                    plan.model_dump_json(),
+                    plan.correlation_id,
+                    self._owner,
+                    now=self._lease_clock.now(),
+                    lease_ttl=timedelta(seconds=self._config.lease_ttl),
+                )
+                with bind_run(plan.plan_id, plan.correlation_id):
+                    if claim.outcome is ClaimOutcome.ALREADY_DONE and claim.result is not None:
+                        log.info("plan already executed (ledger); nothing sent")
+                        return claim.result.model_copy(update={"already_executed": True})
+                    if claim.outcome is ClaimOutcome.BUSY or claim.outcome is ClaimOutcome.ALREADY_DONE:
+                        raise PlanInProgressError(
+                            f"plan {plan.plan_id} is being executed by another process ({claim.owner}); "
+                            "nothing was sent"
+                        )
+                    if claim.outcome is ClaimOutcome.RESUME:
+                        resume_from = claim.state
+                        log.warning("resuming an interrupted plan state=%s", claim.state.value)
+            task = asyncio.create_task(self._execute(plan, resume_from))
             self._tasks.add(task)
             try:
                 result = await task
@@ -260,9 +313,18 @@ class Executor:
             notes=tuple(sized.notes),
         )
 
-    async def _execute(self, plan: RebalancePlan) -> ExecutionResult:
+    async def _execute(self, plan: RebalancePlan, resume_from: PlanState | None) -> ExecutionResult:
         with bind_run(plan.plan_id, plan.correlation_id):
             run = _PlanRun(plan, self._clock.now())
+            journal = Journal(
+                self._ledger,
+                plan.plan_id,
+                self._clock,
+                self._lease_clock,
+                self._owner,
+                self._config.lease_ttl,
+                state=resume_from or PlanState.RECEIVED,
+            )
             session = OrderSession(
                 broker=self._broker,
                 tracker=self._tracker,
@@ -270,17 +332,33 @@ class Executor:
                 clock=self._clock,
                 config=self._config,
                 plan_id=plan.plan_id,
+                journal=journal,
             )
+            self._tracker.listeners.append(journal.event)
+            phases = asyncio.create_task(self._run_phases(run, session, resume_from))
+            keeper = asyncio.create_task(self._keep_lease(journal, run, phases)) if journal.enabled else None
             log.info("plan started items=%d algo=%s", len(plan.items), self._algorithm.name)
             try:
-                async with asyncio.timeout(self._config.plan_timeout):
-                    await self._phases(run, session)
-            except TimeoutError:
-                run.message = f"plan timed out after {self._config.plan_timeout:g}s"
-                log.warning("plan timed out after %ss", self._config.plan_timeout)
-            finally:
+                await phases
+            except asyncio.CancelledError:
+                if not run.lease_lost:
+                    raise
+            except BaseException:
                 await self._cancel_open(session)
+                journal.release()
+                raise
+            finally:
+                if keeper is not None:
+                    keeper.cancel()
+                    await asyncio.gather(keeper, return_exceptions=True)
+            await self._cancel_open(session)
+            self._tracker.listeners.remove(journal.event)
+            if run.lease_lost:
+                raise LeaseLostError(
+                    f"plan {plan.plan_id} was taken over by another process; this one stopped sending"
+                )
             result = run.build(self._clock.now(), self._tracker, session, self._broker.requests_made)
+            journal.finish(result)
             log_level = log.info if result.success else log.warning
             log_level(
                 "plan finished status=%s placed=%d succeeded=%d value=%s",
@@ -291,31 +369,118 @@ class Executor:
             )
             return result
 
-    async def _phases(self, run: _PlanRun, session: OrderSession) -> None:
+    async def _run_phases(self, run: _PlanRun, session: OrderSession, resume_from: PlanState | None) -> None:
+        try:
+            async with asyncio.timeout(self._config.plan_timeout):
+                prior: dict[str, PriorWork] = {}
+                if resume_from is not None:
+                    prior = await self._reconcile(run.plan, session)
+                await self._phases(run, session, prior, resume_from)
+        except TimeoutError:
+            run.message = f"plan timed out after {self._config.plan_timeout:g}s"
+            log.warning("plan timed out after %ss", self._config.plan_timeout)
+
+    async def _keep_lease(self, journal: Journal, run: _PlanRun, phases: asyncio.Task[None]) -> None:
+        """Renew the plan's lease while it runs; stop the run if another process took it."""
+        interval = self._config.lease_ttl / 3
+        while not phases.done():
+            await asyncio.sleep(interval)
+            if not journal.renew():
+                log.error("lease on the plan lost; stopping")
+                run.lease_lost = True
+                phases.cancel()
+                return
+
+    async def _reconcile(self, plan: RebalancePlan, session: OrderSession) -> dict[str, PriorWork]:
+        """Adopt what an interrupted run did: its orders at the broker, fills, attempt numbers.
+
+        Open orders are cancelled (and confirmed) before anything new is sent, so the
+        resumed run works only the remaining quantity under fresh client order ids.
+        """
+        assert self._ledger is not None
+        intents = self._ledger.intents(plan.plan_id)
+        recorded_fills: dict[str, Decimal] = {}
+        for fill in self._ledger.fills(plan.plan_id):
+            recorded_fills[fill.client_order_id] = recorded_fills.get(fill.client_order_id, ZERO) + fill.qty
+        prior: dict[str, PriorWork] = {}
+        counts: dict[str, int] = {}
+        for intent in intents:
+            session.journal.client_order_ids.add(intent.client_order_id)
+            counts[intent.symbol] = counts.get(intent.symbol, 0) + 1
+            work = prior.setdefault(intent.symbol, PriorWork(qty=intent.qty, arrival=intent.quote))
+            cid = intent.client_order_id
+            snapshot = await self._lookup(cid)
+            record = AttemptRecord(
+                step=intent.step,
+                time=intent.time,
+                client_order_id=cid,
+                order_type=intent.order_type,
+                limit_price=intent.limit_price,
+                qty=intent.qty,
+                quote=intent.quote,
+                snapshot=snapshot,
+            )
+            work.attempts.append(record)
+            if snapshot is None:
+                continue
+            self._tracker.update(snapshot)
+            session.journal.order(snapshot)
+            if snapshot.status.is_open and not await session.cancel(record):
+                raise LeaseLostError(f"order {cid} of the interrupted run could not be cancelled")
+            final = record.snapshot or snapshot
+            missing = final.filled_qty - recorded_fills.get(cid, ZERO)
+            if missing > ZERO:
+                session.journal.event(_reconciled_fill(final, missing, self._clock.now()))
+        for symbol, count in counts.items():
+            session.reserve_attempts(symbol, count)
+        log.info("reconciled interrupted plan intents=%d symbols=%d", len(intents), len(prior))
+        return prior
+
+    async def _phases(
+        self,
+        run: _PlanRun,
+        session: OrderSession,
+        prior: dict[str, PriorWork],
+        resume_from: PlanState | None,
+    ) -> None:
         plan = run.plan
+        journal = session.journal
         active = [i for i in plan.items if i.action is not Action.HOLD]
         symbols = [i.symbol for i in active]
         if not active:
             run.message = "nothing to trade: every item is HOLD"
             return
         await self._quotes.start(symbols)
-        if self._quotes.stream_error and isinstance(self._algorithm, object):
+        if self._quotes.stream_error:
             run.warnings.append(f"{self._quotes.stream_error}; orders sent as market orders")
         account = await self._call(self._broker.get_account)
         positions = await self._call(self._broker.get_positions)
         assets = await self._call(lambda: self._broker.get_assets(symbols))
-        run.assets = dict(assets)
+        sells_done = resume_from is not None and resume_from not in (PlanState.RECEIVED, PlanState.SELLING)
 
         sells = [i for i in active if i.action is Action.SELL]
         run.sell.started_at = self._clock.now()
-        sell_quotes = await self._arrival_quotes(i.symbol for i in sells)
+        if sells:
+            journal.advance(PlanState.SELLING)
+        fresh_sells = [i.symbol for i in sells if i.symbol not in prior]
+        sell_quotes = await self._arrival_quotes(fresh_sells)
         for item in sells:
-            quote, problem = sell_quotes[item.symbol]
-            sized = size_sell(
-                item, positions.get(item.symbol), assets.get(item.symbol), quote, problem, self._config
-            )
+            if item.symbol in prior:
+                sized = _resumed(item, Side.SELL, prior[item.symbol], assets.get(item.symbol))
+            else:
+                quote, problem = sell_quotes[item.symbol]
+                sized = size_sell(
+                    item, positions.get(item.symbol), assets.get(item.symbol), quote, problem, self._config
+                )
+                if sells_done and sized.skip_reason is None:
+                    sized.skip_reason = (
+                        "not sent before the interruption; the plan resumed after its sell phase"
+                    )
             run.sell.items.append(ItemRun(item, sized))
-        await self._work_phase(run.sell, session, self._config.sell_phase_timeout, plan)
+        if not sells_done:
+            await self._work_phase(run.sell, session, self._config.sell_phase_timeout, plan, prior)
+        else:
+            _adopt_prior(run.sell, prior)
         run.sell.finished_at = self._clock.now()
         if run.sell.timed_out:
             run.message = f"sell phase timed out after {self._config.sell_phase_timeout:g}s"
@@ -323,21 +488,35 @@ class Executor:
         buys = [i for i in active if i.action is Action.BUY]
         if not buys:
             return
+        journal.advance(PlanState.SETTLING)
         settle_started = self._clock.monotonic()
-        proceeds = sum((r.outcome.notional for r in run.sell.items if r.outcome), ZERO)
+        proceeds = sum((r.outcome.notional for r in run.sell.items if r.outcome and not sells_done), ZERO)
         account = await self._settlement_gate(account, proceeds)
         run.settlement_seconds = self._clock.monotonic() - settle_started
         available = min(account.cash, account.buying_power)
-        budget = buy_budget(available, self._config)
-        run.buying_power = available
+        journal.advance(PlanState.BUYING)
         run.buy.started_at = self._clock.now()
-        buy_quotes = await self._arrival_quotes(i.symbol for i in buys)
-        sized_buys, scale = size_buys(buys, assets, buy_quotes, budget, self._config)
+        fresh_buys = [i for i in buys if i.symbol not in prior]
+        buy_quotes = await self._arrival_quotes(i.symbol for i in fresh_buys)
+        # Buys an interrupted run started keep their size; their remaining cost comes first.
+        committed = ZERO
+        resumed_buys: dict[str, SizedItem] = {}
+        for item in buys:
+            if item.symbol in prior:
+                work = prior[item.symbol]
+                sized = _resumed(item, Side.BUY, work, assets.get(item.symbol))
+                resumed_buys[item.symbol] = sized
+                if work.arrival is not None:
+                    committed += (work.qty - work.filled_qty) * work.arrival.ask
+        budget = buy_budget(max(available - committed, ZERO), self._config)
+        run.buying_power = available
+        sized_buys, scale = size_buys(fresh_buys, assets, buy_quotes, budget, self._config)
         run.buy_scale = scale
         if scale < ONE:
             log.warning("buys scaled down scale=%s budget=%s", scale, money(budget))
-        run.buy.items.extend(ItemRun(s.item, s) for s in sized_buys)
-        await self._work_phase(run.buy, session, self._config.buy_phase_timeout, plan)
+        by_symbol = {s.symbol: s for s in sized_buys} | resumed_buys
+        run.buy.items.extend(ItemRun(i, by_symbol[i.symbol]) for i in buys)
+        await self._work_phase(run.buy, session, self._config.buy_phase_timeout, plan, prior)
         run.buy.finished_at = self._clock.now()
         if run.buy.timed_out:
             run.message = f"buy phase timed out after {self._config.buy_phase_timeout:g}s"
@@ -354,7 +533,12 @@ class Executor:
         return dict(zip(wanted, answers, strict=True))
 
     async def _work_phase(
-        self, phase: PhaseRun, session: OrderSession, timeout: float, plan: RebalancePlan
+        self,
+        phase: PhaseRun,
+        session: OrderSession,
+        timeout: float,
+        plan: RebalancePlan,
+        prior: dict[str, PriorWork],
     ) -> None:
         deadline = self._clock.monotonic() + timeout
         semaphore = asyncio.Semaphore(self._config.max_concurrent_orders)
@@ -367,19 +551,26 @@ class Executor:
             if r.sized is not None and r.sized.skip_reason is not None:
                 log.warning("item skipped symbol=%s reason=%s", r.item.symbol, r.sized.skip_reason)
 
+        _adopt_prior(phase, prior)
+
         async def work(item_run: ItemRun) -> None:
             sized = item_run.sized
             assert sized is not None
+            before = prior.get(sized.symbol)
+            earlier = list(before.attempts) if before else []
+            remaining = sized.qty - sum((a.filled_qty for a in earlier), ZERO)
+            if remaining <= ZERO:
+                return
             intent = OrderIntent(
                 symbol=sized.symbol,
                 side=sized.side,
-                qty=sized.qty,
+                qty=remaining,
                 fractionable=sized.fractionable,
                 urgency=plan.urgency_of(sized.item) or self._config.default_urgency,
                 arrival=sized.arrival,
                 deadline=deadline,
             )
-            outcome = WorkOutcome()
+            outcome = WorkOutcome(attempts=list(earlier))
             item_run.outcome = outcome
             async with semaphore:
                 try:
@@ -391,6 +582,7 @@ class Executor:
                 except Exception:
                     log.exception("unexpected error working symbol=%s", sized.symbol)
                     raise
+            result.attempts[:0] = earlier
             item_run.outcome = result
             if result.timed_out:
                 phase.timed_out = True
@@ -408,6 +600,9 @@ class Executor:
             phase.timed_out = True
             log.warning("%s phase hit its hard time limit", phase.name)
             await self._cancel_open(session)
+        except ExceptionGroup as group:
+            # Surface the worker's own exception, with its traceback, not the group.
+            raise group.exceptions[0] from None
 
     async def _settlement_gate(self, account_before: Account, proceeds: Decimal) -> Account:
         """Wait until the cash the sells raised shows in the account (bounded, with backoff)."""
@@ -442,6 +637,9 @@ class Executor:
             *(self._tracker.wait_done(t.client_order_id, self._config.order_ack_timeout) for t in open_orders)
         )
 
+    async def _lookup(self, cid: ClientOrderId) -> OrderSnapshot | None:
+        return await self._call(lambda: self._broker.get_order_by_client_id(cid))
+
     async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
         """A read request with retries on rate limits and unavailability."""
         retries = self._config.max_request_retries
@@ -472,7 +670,7 @@ class _PlanRun:
         self.settlement_seconds = 0.0
         self.buying_power: Decimal | None = None
         self.buy_scale: Decimal | None = None
-        self.assets: dict[str, object] = {}
+        self.lease_lost = False
 
     def build(
         self, finished_at: datetime, tracker: OrderTracker, session: OrderSession, requests: int
@@ -520,6 +718,40 @@ class _PlanRun:
                 requests=requests,
             ),
         )
+
+
+def _resumed(item: RebalancePlanItem, side: Side, work: PriorWork, asset: Asset | None) -> SizedItem:
+    """An item an interrupted run already sized: its original quantity and arrival quote."""
+    fractionable = asset.fractionable if asset is not None else True
+    return SizedItem(
+        item=item,
+        side=side,
+        qty=work.qty,
+        fractionable=fractionable,
+        arrival=work.arrival,
+        notes=["resumed after an interruption"],
+    )
+
+
+def _adopt_prior(phase: PhaseRun, prior: dict[str, PriorWork]) -> None:
+    """Give each item the attempts an interrupted run made, so results count their fills."""
+    for item_run in phase.items:
+        work = prior.get(item_run.item.symbol)
+        if work is not None and item_run.outcome is None:
+            item_run.outcome = WorkOutcome(attempts=list(work.attempts))
+
+
+def _reconciled_fill(snapshot: OrderSnapshot, qty: Decimal, now: datetime) -> OrderEvent:
+    """A fill the broker reports that the ledger missed (it arrived after the last commit)."""
+    kind = OrderEventKind.FILL if snapshot.filled_qty >= snapshot.qty else OrderEventKind.PARTIAL_FILL
+    return OrderEvent(
+        kind=kind,
+        order=snapshot,
+        timestamp=now,
+        fill_qty=qty,
+        fill_price=snapshot.filled_avg_price,
+        reason="reconciled with the broker",
+    )
 
 
 def _phase_stats(phase: PhaseRun, orders: Sequence[OrderResult]) -> PhaseStats:

@@ -240,7 +240,8 @@ class PlanProposal:
     def with_plan_id(self, plan_id: str, correlation_id: str | None = None) -> PlanProposal:
         """The same proposal under another plan id (and correlation id, if given)."""
         plan = _make_plan(
-            plan_id, correlation_id if correlation_id is not None else self.plan.correlation_id,
+            plan_id,
+            correlation_id if correlation_id is not None else self.plan.correlation_id,
             self.plan.items,
         )
         return replace(self, plan=plan)
@@ -321,9 +322,7 @@ def _size_trade(draft: _Draft, raw: Decimal, config: PlannerConfig, *, floor: bo
 
 def _apply_minimum(draft: _Draft, config: PlannerConfig, reason_if_small: HoldReason) -> None:
     if draft.amount == ZERO:
-        draft.hold_reason = (
-            HoldReason.LESS_THAN_ONE_SHARE if config.whole_shares else reason_if_small
-        )
+        draft.hold_reason = HoldReason.LESS_THAN_ONE_SHARE if config.whole_shares else reason_if_small
     elif abs(draft.amount) < config.min_trade_notional:
         draft.hold_reason = reason_if_small
     if draft.hold_reason is not None:
@@ -345,8 +344,7 @@ def _refuse_missing_prices(
             missing.append(f"{symbol} ({problem})" if problem else symbol)
     if missing:
         raise PlanValidationError(
-            "cannot plan: no usable price for " + ", ".join(missing)
-            + "; refusing to plan rather than guess"
+            "cannot plan: no usable price for " + ", ".join(missing) + "; refusing to plan rather than guess"
         )
 
 
@@ -371,9 +369,7 @@ def compute_plan(
     if not isinstance(targets, TargetWeights):
         targets = TargetWeights.from_mapping(targets)
     if not portfolio_value.is_finite() or portfolio_value <= ZERO:
-        raise PlanValidationError(
-            f"cannot plan: portfolio value must be positive, got {portfolio_value}"
-        )
+        raise PlanValidationError(f"cannot plan: portfolio value must be positive, got {portfolio_value}")
     weights = targets.weights
     held: dict[str, Position] = {}
     for key, position in positions.items():
@@ -458,15 +454,14 @@ def compute_plan(
     return replace(proposal, warnings=_warnings(proposal, drafts))
 
 
-def _restore_reserve(
-    drafts: list[_Draft], cash: Decimal, reserve: Decimal, config: PlannerConfig
-) -> None:
+def _restore_reserve(drafts: list[_Draft], cash: Decimal, reserve: Decimal, config: PlannerConfig) -> None:
     """Sell overweight positions held inside their band when cash and sells miss the reserve."""
     shortfall = reserve - _cash_after_sells(drafts, cash)
     if shortfall <= ZERO:
         return
     candidates = [
-        draft for draft in drafts
+        draft
+        for draft in drafts
         if draft.hold_reason in (HoldReason.INSIDE_BAND, HoldReason.BELOW_MINIMUM)
         and draft.value > draft.target_value
     ]
@@ -495,9 +490,7 @@ def _cash_after_sells(drafts: list[_Draft], cash: Decimal) -> Decimal:
     return result
 
 
-def _fit_buys_to_cash(
-    drafts: list[_Draft], cash: Decimal, reserve: Decimal, config: PlannerConfig
-) -> None:
+def _fit_buys_to_cash(drafts: list[_Draft], cash: Decimal, reserve: Decimal, config: PlannerConfig) -> None:
     """Scale every buy down by one factor so cash after the plan, less costs, stays >= reserve."""
     buys = [draft for draft in drafts if draft.is_buy]
     if not buys:
@@ -566,9 +559,7 @@ def _make_plan(
     try:
         return RebalancePlan(plan_id=plan_id, correlation_id=correlation_id, items=items)
     except ValidationError as exc:
-        raise PlanValidationError(
-            format_validation_error(exc, {"plan_id": plan_id, "items": []})
-        ) from None
+        raise PlanValidationError(format_validation_error(exc, {"plan_id": plan_id, "items": []})) from None
 
 
 def _warnings(proposal: PlanProposal, drafts: list[_Draft]) -> tuple[str, ...]:
@@ -627,10 +618,12 @@ async def gather_planning_inputs(
     config = config or PlannerConfig()
     account = await broker.get_account()
     positions = dict(await broker.get_positions())
-    wanted = list(dict.fromkeys(
-        [normalize_symbol(symbol) for symbol in symbols]
-        + sorted(symbol for symbol, position in positions.items() if position.qty != ZERO)
-    ))
+    wanted = list(
+        dict.fromkeys(
+            [normalize_symbol(symbol) for symbol in symbols]
+            + sorted(symbol for symbol, position in positions.items() if position.qty != ZERO)
+        )
+    )
     open_orders = tuple(await broker.list_open_orders(wanted)) if wanted else ()
     limit = asyncio.Semaphore(_QUOTE_CONCURRENCY)
 
@@ -680,7 +673,8 @@ def plan_from_inputs(
     if inputs.open_orders and not allow_open_orders:
         symbols = sorted({order.symbol for order in inputs.open_orders})
         raise SafetyRefusalError(
-            "open orders at the broker for " + ", ".join(symbols)
+            "open orders at the broker for "
+            + ", ".join(symbols)
             + ": a plan computed now would trade on top of them; wait for them to finish "
             "or cancel them first"
         )

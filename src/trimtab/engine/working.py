@@ -8,7 +8,6 @@ the id up, confirms cancels, and records every attempt.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -36,6 +35,7 @@ from trimtab.domain.plan import Urgency
 from trimtab.domain.quotes import Quote
 from trimtab.domain.results import Attempt, QuoteView
 from trimtab.engine.config import ExecutionConfig
+from trimtab.engine.journal import Journal
 from trimtab.engine.quotes import QuoteService
 from trimtab.engine.tracker import OrderTracker
 from trimtab.logs import get_logger
@@ -146,9 +146,6 @@ class OrderAlgorithm(Protocol):
     async def work(self, session: OrderSession, intent: OrderIntent) -> WorkOutcome: ...
 
 
-IntentHook = Callable[[OrderIntent, AttemptRecord], None]
-
-
 class OrderSession:
     """Sending, cancelling and waiting for the orders of one plan."""
 
@@ -161,6 +158,7 @@ class OrderSession:
         clock: Clock,
         config: ExecutionConfig,
         plan_id: str,
+        journal: Journal,
     ) -> None:
         self.broker = broker
         self.tracker = tracker
@@ -168,8 +166,8 @@ class OrderSession:
         self.clock = clock
         self.config = config
         self.plan_id = plan_id
+        self.journal = journal
         self._next_attempt: dict[str, int] = {}
-        self.on_intent: list[IntentHook] = []
         self.orders_sent = 0
 
     def time_left(self, intent: OrderIntent) -> float:
@@ -207,8 +205,6 @@ class OrderSession:
             quote=quote,
         )
         outcome.attempts.append(record)
-        for hook in self.on_intent:
-            hook(intent, record)
         self.tracker.register(cid)
         request = OrderRequest(
             client_order_id=cid,
@@ -218,8 +214,10 @@ class OrderSession:
             order_type=order_type,
             limit_price=limit_price,
         )
+        self.journal.intent(request, step, quote)
         snapshot = await self._send(request)
         self.orders_sent += 1
+        self.journal.order(snapshot)
         self.tracker.update(snapshot)
         record.snapshot = self.tracker.register(cid).snapshot
         log.info(

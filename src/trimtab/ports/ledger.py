@@ -27,12 +27,10 @@ and any fill quantity the ledger is missing.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from trimtab.domain.errors import IllegalTransitionError
@@ -362,28 +360,5 @@ class Ledger(Protocol):
 
 
 def plan_content_hash(plan: RebalancePlan) -> str:
-    """SHA-256 of what a plan trades, independent of formatting and item order.
-
-    Numbers compare by value ("5000" and "5000.00" are the same amount). correlation_id
-    is free text for tracing and is left out: re-running the same plan under another
-    correlation id is still the same plan.
-    """
-    content = _canonical(plan.model_dump(mode="python", exclude={"correlation_id"}))
-    assert isinstance(content, dict)
-    items = content.pop("items")
-    assert isinstance(items, list)
-    content["items"] = sorted(items, key=lambda item: str(item["symbol"]))
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def _canonical(value: object) -> object:
-    if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
-    return value
+    """The plan's content hash (see RebalancePlan.content_hash), the key of idempotency."""
+    return plan.content_hash()
