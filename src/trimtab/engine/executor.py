@@ -342,6 +342,10 @@ class Executor:
                 await phases
             except asyncio.CancelledError:
                 if not run.lease_lost:
+                    # Shut down or cancelled from outside: leave nothing resting, and let a
+                    # later run resume the plan.
+                    await self._cancel_open(session)
+                    journal.release()
                     raise
             except BaseException:
                 await self._cancel_open(session)
@@ -351,8 +355,8 @@ class Executor:
                 if keeper is not None:
                     keeper.cancel()
                     await asyncio.gather(keeper, return_exceptions=True)
+                self._tracker.listeners.remove(journal.event)
             await self._cancel_open(session)
-            self._tracker.listeners.remove(journal.event)
             if run.lease_lost:
                 raise LeaseLostError(
                     f"plan {plan.plan_id} was taken over by another process; this one stopped sending"
