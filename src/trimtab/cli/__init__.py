@@ -26,6 +26,7 @@ from trimtab.cli.common import (
     trimtab_home,
 )
 from trimtab.cli.render import account_table, preview_table, result_summary, result_table
+from trimtab.domain.errors import ConfigurationError
 from trimtab.domain.orders import OrderEvent
 from trimtab.domain.results import ExecutionResult
 from trimtab.engine.config import ExecutionConfig
@@ -74,12 +75,18 @@ def run(
     account: AccountOpt = None,
     fresh: FreshOpt = False,
     ledger: LedgerOpt = None,
+    speed: Annotated[
+        float | None,
+        typer.Option("--speed", help="Pace the simulated market at N times real time (default: flat out)."),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Execute a rebalance plan: sells, then buys sized from what the sells raised."""
     setup_logging(verbose)
 
     def body() -> ExitCode:
+        if speed is not None and (speed <= 0 or broker != "sim"):
+            raise ConfigurationError("--speed must be positive and applies to the simulated broker only")
         rebalance_plan = read_plan(plan)
         execution_config = load_execution_config(config, algo, urgency)
         options = BrokerOptions(
@@ -97,6 +104,7 @@ def run(
             lambda: _execute(
                 options, execution_config, rebalance_plan, show_progress=not json_output, ledger=ledger
             ),
+            speed=speed,
         )
         if json_output:
             sys.stdout.write(result.model_dump_json(indent=2) + "\n")

@@ -32,6 +32,7 @@ from trimtab.ports.broker import Broker
 
 T = TypeVar("T")
 
+
 def _console(stderr: bool) -> Console:
     # Tables stay readable when output goes to a file or a pipe: no 80-column wrap.
     stream = sys.stderr if stderr else sys.stdout
@@ -224,10 +225,10 @@ async def execute_plan(
         ledger.close()
 
 
-def run_async(broker: str, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run on virtual time for the simulated exchange, in real time otherwise."""
+def run_async(broker: str, make: Callable[[], Coroutine[Any, Any, T]], speed: float | None = None) -> T:
+    """Run on virtual time for the simulated exchange (paced by speed if given), else real time."""
     if broker == "sim":
-        return run_virtual(make())
+        return run_virtual(make(), speed=speed)
     return asyncio.run(make())
 
 

@@ -139,9 +139,11 @@ class SymbolBook:
         self._on_fill = on_fill
         self._depth = self.profile.level_size
         self._half_life = self.profile.replenish_half_life
-        self.t = 0.0
-        self.k = 0
-        self._exo: BookTop = path.quote(0)
+        self._lot = min(self.profile.lot_size, self._depth)
+        # Nothing is computed until the first advance() (symbols are created in bulk).
+        self.t = -1.0
+        self.k = -1
+        self._exo = BookTop(0, 0, 0, 0)
         self.forced: BookTop | None = None
         self.random_trades = True
         self.held = False
@@ -175,13 +177,21 @@ class SymbolBook:
                 self._dep_ask = self._dep_ask * factor if self._dep_ask * factor >= 1.0 else 0.0
             self._dep_t = self.t
 
+    def _taken(self, depletion: float) -> int:
+        """Shares missing from one side: depletion counted in whole lots (a level comes
+        back lot by lot, not share by share)."""
+        if depletion <= 0.0:
+            return 0
+        lot = self._lot
+        return -(-math.ceil(depletion) // lot) * lot
+
     def _bid_top(self) -> tuple[int, int]:
         """Best exogenous bid after our impact: (price ticks, size); (0, 0) if none."""
         price, size = self._exo.bid, self._exo.bid_size
         if price <= 0:
             return 0, 0
         self._settle_depletion()
-        taken = int(self._dep_bid)
+        taken = self._taken(self._dep_bid)
         if taken < size:
             return price, size - taken
         rest = taken - size
@@ -197,7 +207,7 @@ class SymbolBook:
         if price <= 0:
             return 0, 0
         self._settle_depletion()
-        taken = int(self._dep_ask)
+        taken = self._taken(self._dep_ask)
         if taken < size:
             return price, size - taken
         rest = taken - size
@@ -473,7 +483,13 @@ class SymbolBook:
                 self._fill(order, order.remaining, order.limit_ticks)
 
     def _cross(self) -> None:
-        """Fill resting orders the opposite quote has moved through, at their limit."""
+        """The opposite quote has come to (or through) resting orders' prices.
+
+        The sellers now offering at or below a resting buy's price trade with the queue at
+        that price in order: first the shares ahead of it, then the order itself, at its
+        limit (adverse selection: filled because the market came down). What they take is
+        gone from the ask, so the book uncrosses. The touch model fills at once.
+        """
         if self.held:
             return
         touch = self.fill_model is FillModel.TOUCH
@@ -486,9 +502,11 @@ class SymbolBook:
                 self._fill(order, order.remaining, order.limit_ticks)
                 continue
             available = ask_size + self._depth * (order.limit_ticks - ask)
-            qty = min(Decimal(available), order.remaining)
+            ahead = min(available, order.ahead)
+            order.ahead -= ahead
+            qty = min(Decimal(available - ahead), order.remaining)
             self._fill(order, qty, order.limit_ticks)
-            self._deplete(False, _shares(qty))
+            self._deplete(False, ahead + _shares(qty))
         while self.sells:
             order = self.sells[0]
             bid, bid_size = self._bid_top()
@@ -498,9 +516,11 @@ class SymbolBook:
                 self._fill(order, order.remaining, order.limit_ticks)
                 continue
             available = bid_size + self._depth * (bid - order.limit_ticks)
-            qty = min(Decimal(available), order.remaining)
+            ahead = min(available, order.ahead)
+            order.ahead -= ahead
+            qty = min(Decimal(available - ahead), order.remaining)
             self._fill(order, qty, order.limit_ticks)
-            self._deplete(True, _shares(qty))
+            self._deplete(True, ahead + _shares(qty))
 
     def _fill(self, order: SimOrder, qty: Decimal, price: int) -> None:
         if qty <= ZERO:

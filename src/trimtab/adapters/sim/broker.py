@@ -620,7 +620,7 @@ class SimBroker:
             while window and window[0] <= now - RATE_WINDOW:
                 window.popleft()
             if len(window) >= budget:
-                retry_after = max(window[0] + RATE_WINDOW - now, 0.001)
+                retry_after = max(window[0] + RATE_WINDOW - now, 0.0) + 1e-6
                 raise RateLimitedError(
                     f"request budget of {budget} per minute spent ({method})", retry_after=retry_after
                 )
@@ -1541,7 +1541,7 @@ def _expired(snapshot: OrderSnapshot) -> OrderSnapshot:
         side=snapshot.side,
         order_type=snapshot.order_type,
         qty=snapshot.qty,
-        status=OrderStatus.EXPIRED,
+        status=snapshot.status.transition(OrderStatus.EXPIRED),
         filled_qty=snapshot.filled_qty,
         filled_avg_price=snapshot.filled_avg_price,
         limit_price=snapshot.limit_price,
