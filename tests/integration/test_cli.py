@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,31 @@ def test_a_second_process_returns_the_stored_result(home: Path) -> None:
     a, b = json.loads(first.stdout), json.loads(second.stdout)
     assert b["already_executed"] is True
     assert a["orders"] == b["orders"]
+
+
+def test_ledger_lists_shows_and_exports(home: Path, tmp_path: Path) -> None:
+    assert cli(home, "run", str(PLAN), "--account", str(ACCOUNT))[0] == 0
+    code, out, _ = cli(home, "ledger", "--json")
+    assert code == 0
+    plans = json.loads(out)
+    assert [p["plan_id"] for p in plans] == ["example-daily-1"]
+    assert plans[0]["state"] == "DONE"
+    assert plans[0]["status"] == "SUCCESS"
+    assert plans[0]["fills"] >= 4
+    code, out, _ = cli(home, "ledger", "example-daily-1", "--json")
+    assert code == 0
+    shown = json.loads(out)
+    assert {i["symbol"] for i in shown["intents"]} == {"SPY", "BND", "TQQQ", "IBM"}
+    assert all(i["status"] == "filled" for i in shown["intents"] if i["symbol"] != "GLD")
+    sold = sum(Decimal(f["qty"]) for f in shown["fills"] if f["symbol"] == "BND")
+    assert sold == Decimal("120.5")
+    code, out, _ = cli(home, "ledger", "example-daily-1")
+    assert code == 0
+    assert "Fills" in out
+    target = tmp_path / "out" / "ledger.jsonl"
+    code, out, _ = cli(home, "ledger", "export", str(target))
+    assert code == 0
+    records = [json.loads(line) for line in target.read_text().splitlines()]
+    assert {r["type"] for r in records} >= {"plan", "intent", "event", "fill"}
+    assert cli(home, "ledger", "no-such-plan")[0] == 2
+    assert cli(home, "ledger", "export")[0] == 2

@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import SQLAlchemyError
 
 from tests.simkit import D, EventLog, broker, execute, plan, sell
 from trimtab.adapters.ledger import SqlLedger, default_ledger_url
@@ -71,7 +72,7 @@ def _wait_for_sell_fills(home: Path, process: subprocess.Popen[str], timeout: fl
                 try:
                     state = ledger.plan_state("crash-1")
                     fills = ledger.fills("crash-1") if state is PlanState.SELLING else []
-                except Exception:
+                except SQLAlchemyError:  # the schema may not exist yet
                     state, fills = None, []
             if state is PlanState.SELLING and fills:
                 return

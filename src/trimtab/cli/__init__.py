@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
 
+from trimtab.cli import ledger as ledger_commands
 from trimtab.cli import planning
 from trimtab.cli.common import (
     BrokerOptions,
@@ -187,6 +188,7 @@ def home() -> None:
 
 
 planning.register(app)
+ledger_commands.register(app)
 
 
 def main() -> None:

@@ -253,20 +253,19 @@ def _export_s3(
     key: str,
     s3_client: S3Client | None,
 ) -> ExportSummary:
-    if s3_client is None:
-        # boto3 takes ~0.4 s to import: only an S3 export pays for it, not every CLI start.
-        import boto3
+    # boto3 takes ~0.4 s to import: only an S3 export pays for it, not every CLI start.
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
-        client: S3Client = boto3.client("s3")
-    else:
-        client = s3_client
+    client: S3Client = boto3.client("s3") if s3_client is None else s3_client
     try:
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             counts, written = _write_records(ledger, plan_ids, spool)
             spool.seek(0)
-            client.upload_fileobj(
-                spool, bucket, key, ExtraArgs={"ContentType": "application/x-ndjson"}
-            )
+            client.upload_fileobj(spool, bucket, key, ExtraArgs={"ContentType": "application/x-ndjson"})
+    except (BotoCoreError, ClientError) as exc:
+        # The message names the bucket and the failure; credentials never appear in it.
+        raise OSError(f"upload to s3://{bucket}/{key} failed: {exc}") from None
     finally:
         if s3_client is None:
             client.close()
