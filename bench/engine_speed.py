@@ -1,20 +1,28 @@
-"""Engine speed: CPU seconds per order lifecycle and peak memory, for plans of N symbols.
+"""Engine speed: CPU per order lifecycle and peak memory, for plans of N symbols.
 
 Runs a plan of N symbols (half sells, half buys) on the simulated exchange in virtual time
-with each algorithm, and prints the CPU time per order lifecycle (from submission to the
-order's final state, all rungs included) and the peak memory of the process.
+with each algorithm, with and without the SQLite ledger, and prints the CPU time per order
+lifecycle (one order from intent to its final state, every ladder rung counted as an
+order) and the process's peak memory. A profiled pass splits the CPU between the engine
+(trimtab.engine, domain, ledger) and the simulated exchange it runs against (the test
+double, which models every trade and quote of the market).
 
-    python bench/engine_speed.py [--sizes 10,100,1000] [--algos market,smart] [--ledger]
+    python bench/engine_speed.py [--sizes 10,100,1000] [--algos market,smart] [--quiet]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import resource
 import sys
+import tempfile
 import time
 from decimal import Decimal
+from pathlib import Path
 
+from trimtab.adapters.ledger import SqlLedger, default_ledger_url
 from trimtab.adapters.sim import SimBroker
 from trimtab.adapters.sim.virtual_loop import run_virtual
 from trimtab.domain.plan import RebalancePlan
@@ -33,50 +41,77 @@ def make_plan(n: int, tag: str) -> tuple[RebalancePlan, dict[str, Decimal]]:
     return plan, positions
 
 
-def run_once(n: int, algo: str, seed: int) -> tuple[ExecutionResult, float]:
+def run_once(n: int, algo: str, seed: int, ledger_dir: Path | None) -> tuple[ExecutionResult, float]:
     plan, positions = make_plan(n, algo)
     broker = SimBroker(seed=seed, cash=Decimal(5000) * n, positions=positions, request_budget=1_000_000)
     config = ExecutionConfig(algo=algo, max_concurrent_orders=max(n, 1))
+    ledger = SqlLedger(default_ledger_url(ledger_dir)) if ledger_dir is not None else None
+    if ledger is not None:
+        ledger.open()  # connect and migrate outside the measurement
 
     async def main() -> ExecutionResult:
-        async with Executor(broker, config) as executor:
+        async with Executor(broker, config, ledger=ledger) as executor:
             return await executor.execute_rebalance_plan(plan)
 
-    started = time.process_time()
-    result = run_virtual(main())
-    return result, time.process_time() - started
+    try:
+        started = time.process_time()
+        result = run_virtual(main())
+        return result, time.process_time() - started
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def engine_share(n: int, algo: str, seed: int, ledger_dir: Path | None) -> float:
+    """The engine's share of the CPU (everything but the simulated exchange), by profiling."""
+    profile = cProfile.Profile()
+    profile.runcall(run_once, n, algo, seed, ledger_dir)
+    stats = pstats.Stats(profile)
+    sim = total = 0.0
+    for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        total += tottime
+        if "/trimtab/adapters/sim/" in filename and "virtual_loop" not in filename:
+            sim += tottime
+    return 1.0 - sim / total if total else 1.0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--algos", default="market,smart")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--quiet", action="store_true", help="one line per run")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the profiled pass")
+    parser.add_argument("--quiet", action="store_true", help="only the table")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     algos = [a for a in args.algos.split(",") if a]
     print(
-        f"{'symbols':>8} {'algo':>7} {'orders':>7} {'filled':>7} {'cpu s':>8} {'ms/order':>9} "
-        f"{'status':>18} {'peak MB':>8}"
+        f"{'symbols':>7} {'algo':>6} {'ledger':>6} {'orders':>6} {'filled':>6} {'cpu s':>7} "
+        f"{'ms/order':>8} {'engine%':>7} {'engine ms/order':>15} {'status':>18} {'peak MB':>7}"
     )
-    worst = 0.0
     for n in sizes:
         for algo in algos:
-            result, cpu = run_once(n, algo, args.seed)
-            orders = sum(len(o.attempts) for o in result.orders)
-            filled = sum(1 for o in result.orders if o.success)
-            per_order = cpu / orders * 1000 if orders else 0.0
-            worst = max(worst, per_order)
-            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(
-                f"{n:>8} {algo:>7} {orders:>7} {filled:>7} {cpu:>8.3f} {per_order:>9.3f} "
-                f"{result.status.value:>18} {peak_mb:>8.1f}"
-            )
-            if filled == 0 and n > 0:
-                print(f"error: nothing filled for {n} symbols with {algo}", file=sys.stderr)
-                return 1
-    print(f"worst CPU per order lifecycle: {worst:.3f} ms")
+            for with_ledger in (False, True):
+                with tempfile.TemporaryDirectory() as tmp:
+                    ledger_dir = Path(tmp) if with_ledger else None
+                    result, cpu = run_once(n, algo, args.seed, ledger_dir)
+                    share = None if args.no_breakdown else engine_share(n, algo, args.seed, ledger_dir)
+                orders = sum(len(o.attempts) for o in result.orders)
+                filled = sum(1 for o in result.orders if o.success)
+                per_order = cpu / orders * 1000 if orders else 0.0
+                peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                share_text = "-" if share is None else f"{share * 100:.0f}"
+                engine_ms = "-" if share is None else f"{per_order * share:.3f}"
+                print(
+                    f"{n:>7} {algo:>6} {'on' if with_ledger else 'off':>6} {orders:>6} {filled:>6} "
+                    f"{cpu:>7.3f} {per_order:>8.3f} {share_text:>7} {engine_ms:>15} "
+                    f"{result.status.value:>18} {peak_mb:>7.1f}"
+                )
+                if filled == 0 and n > 0:
+                    print(f"error: nothing filled for {n} symbols with {algo}", file=sys.stderr)
+                    return 1
+    if not args.quiet:
+        print("cpu s: process CPU of the whole run; engine%: share outside the simulated exchange")
     return 0
 
 

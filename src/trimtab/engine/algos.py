@@ -116,12 +116,18 @@ class SmartAlgorithm:
     name = "smart"
 
     async def work(self, session: OrderSession, intent: OrderIntent) -> WorkOutcome:
-        outcome = WorkOutcome()
-        config = session.config
-        if not session.quotes.streaming:
-            outcome.fallback_reason = session.quotes.stream_error
+        if not await session.quotes.acquire(intent.symbol):
+            outcome = WorkOutcome(fallback_reason=session.quotes.stream_error)
             await send_market(session, intent, outcome, intent.qty, step=0, quote=intent.arrival)
             return outcome
+        try:
+            return await self._ladder(session, intent)
+        finally:
+            await session.quotes.release(intent.symbol)
+
+    async def _ladder(self, session: OrderSession, intent: OrderIntent) -> WorkOutcome:
+        outcome = WorkOutcome()
+        config = session.config
         ladder = config.ladder(intent.urgency)
         steps = list(ladder.steps)
         start = self._first_step(intent, ladder, config.size_aggression_ratio)

@@ -34,8 +34,8 @@ from trimtab.domain.results import (
     PlannedOrder,
     PreviewResult,
 )
+from trimtab.engine.algos import SmartAlgorithm, ladder_price
 from trimtab.engine.algos import algorithm as make_algorithm
-from trimtab.engine.algos import ladder_price
 from trimtab.engine.config import ExecutionConfig
 from trimtab.engine.journal import Journal
 from trimtab.engine.quotes import QuoteService
@@ -239,7 +239,6 @@ class Executor:
         with bind_run(plan.plan_id, plan.correlation_id):
             active = [i for i in plan.items if i.action is not Action.HOLD]
             symbols = [i.symbol for i in active]
-            await self._quotes.start(symbols)
             account = await self._call(self._broker.get_account)
             positions = await self._call(self._broker.get_positions)
             assets = await self._call(lambda: self._broker.get_assets(symbols))
@@ -335,6 +334,7 @@ class Executor:
                 journal=journal,
             )
             self._tracker.listeners.append(journal.event)
+            self._quotes.retry_stream()
             phases = asyncio.create_task(self._run_phases(run, session, resume_from))
             keeper = asyncio.create_task(self._keep_lease(journal, run, phases)) if journal.enabled else None
             log.info("plan started items=%d algo=%s", len(plan.items), self._algorithm.name)
@@ -361,6 +361,8 @@ class Executor:
                 raise LeaseLostError(
                     f"plan {plan.plan_id} was taken over by another process; this one stopped sending"
                 )
+            if self._quotes.stream_error and isinstance(self._algorithm, SmartAlgorithm):
+                run.warnings.append(f"{self._quotes.stream_error}; orders sent as market orders")
             result = run.build(self._clock.now(), self._tracker, session, self._broker.requests_made)
             journal.finish(result)
             log_level = log.info if result.success else log.warning
@@ -454,9 +456,6 @@ class Executor:
         if not active:
             run.message = "nothing to trade: every item is HOLD"
             return
-        await self._quotes.start(symbols)
-        if self._quotes.stream_error:
-            run.warnings.append(f"{self._quotes.stream_error}; orders sent as market orders")
         account = await self._call(self._broker.get_account)
         positions = await self._call(self._broker.get_positions)
         assets = await self._call(lambda: self._broker.get_assets(symbols))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from trimtab.domain.errors import QuoteStreamError, RateLimitedError, RetryableError
 from trimtab.domain.quotes import Quote
@@ -23,6 +23,11 @@ class QuoteService:
     A quote is usable when both sides are positive, it is not crossed, it is fresh and its
     spread is within the limit. A bad or missing quote is refreshed by REST up to
     quote_refresh_attempts times, quote_refresh_interval apart.
+
+    Streams are subscribed per symbol while an order of it is being worked (reference
+    counted), never for a whole plan at once: brokers cap the symbols one connection may
+    stream. A stream that cannot start is recorded once (stream_error) and the algorithms
+    fall back to market orders.
     """
 
     def __init__(self, feed: QuoteFeed | None, clock: Clock, config: ExecutionConfig) -> None:
@@ -31,34 +36,59 @@ class QuoteService:
         self._config = config
         self._latest: dict[str, Quote] = {}
         self._watchers: dict[str, list[QuoteWatcher]] = {}
-        self._subscribed: set[str] = set()
+        self._refs: dict[str, int] = {}
         self.stream_error: str | None = None if feed is not None else "the broker has no quote feed"
 
     @property
     def streaming(self) -> bool:
         return self.stream_error is None
 
-    async def start(self, symbols: Iterable[str]) -> None:
-        """Subscribe to symbols. A stream that cannot start is recorded, not raised."""
-        wanted = [s for s in symbols if s not in self._subscribed]
-        if self._feed is None or not wanted or self.stream_error is not None:
-            return
+    def retry_stream(self) -> None:
+        """Forget a stream failure so the next acquire() tries again (each plan does)."""
+        if self._feed is not None:
+            self.stream_error = None
+
+    async def acquire(self, symbol: str) -> bool:
+        """Stream symbol's quotes while it is worked. False if the stream cannot start."""
+        if self._feed is None or self.stream_error is not None:
+            return False
+        count = self._refs.get(symbol, 0)
+        self._refs[symbol] = count + 1
+        if count > 0:
+            return True
         try:
-            await self._feed.subscribe_quotes(wanted, self._on_quote)
+            await self._feed.subscribe_quotes([symbol], self._on_quote)
         except (QuoteStreamError, ConnectionError, TimeoutError, OSError, RetryableError) as exc:
-            self.stream_error = f"quote stream could not start: {exc}"
-            log.warning("quote stream failed, falling back to market orders reason=%s", exc)
+            self._refs.pop(symbol, None)
+            if self.stream_error is None:
+                self.stream_error = f"quote stream could not start: {exc}"
+                log.warning("quote stream failed, falling back to market orders reason=%s", exc)
+            return False
+        return True
+
+    async def release(self, symbol: str) -> None:
+        """The end of one acquire(); the last one unsubscribes."""
+        count = self._refs.get(symbol, 0)
+        if count <= 0:
             return
-        self._subscribed.update(wanted)
+        if count > 1:
+            self._refs[symbol] = count - 1
+            return
+        del self._refs[symbol]
+        await self._unsubscribe([symbol])
 
     async def stop(self) -> None:
-        if self._feed is not None and self._subscribed:
-            symbols = sorted(self._subscribed)
-            self._subscribed.clear()
-            try:
-                await self._feed.unsubscribe_quotes(symbols, self._on_quote)
-            except (ConnectionError, TimeoutError, OSError, RetryableError) as exc:
-                log.warning("quote unsubscribe failed reason=%s", exc)
+        symbols = sorted(self._refs)
+        self._refs.clear()
+        await self._unsubscribe(symbols)
+
+    async def _unsubscribe(self, symbols: list[str]) -> None:
+        if self._feed is None or not symbols:
+            return
+        try:
+            await self._feed.unsubscribe_quotes(symbols, self._on_quote)
+        except (ConnectionError, TimeoutError, OSError, RetryableError) as exc:
+            log.warning("quote unsubscribe failed reason=%s", exc)
 
     def _on_quote(self, quote: Quote) -> None:
         self._latest[quote.symbol] = quote
