@@ -438,7 +438,7 @@ PlanIdOpt = Annotated[
 CorrelationOpt = Annotated[str | None, typer.Option("--correlation-id", help="Free text kept with the plan.")]
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", help="TOML file: [planner] and [execution] tables."),
+    typer.Option("--config", help="TOML file with planner and execution tables."),
 ]
 ReserveOpt = Annotated[
     str | None, typer.Option("--cash-reserve", help="Fraction of the portfolio kept in cash (0.02).")
