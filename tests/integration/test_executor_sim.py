@@ -222,12 +222,23 @@ def _make_stale(symbol: str):  # type: ignore[no-untyped-def]
 
 
 def test_a_sell_never_exceeds_the_available_position() -> None:
-    sim = broker(positions={"AAA": "10"})
-    result = execute(sim, plan("cap", sell("AAA", "-1000000")), MARKET)
-    order = result.orders[0]
-    assert order.shares == D(10)
-    assert any("trimmed" in n for n in order.notes)
-    assert order.success
+    sim = broker(positions={"AAA": "10", "BBB": "10"})
+
+    async def prices(s: SimBroker) -> None:
+        s.force_quote("AAA", D("100.00"), D("100.02"), D(5000), D(5000))
+        s.force_quote("BBB", D("100.00"), D("100.02"), D(5000), D(5000))
+
+    # AAA: 1040 dollars is 10.4 shares, 3.8% more than held: trimmed to the position.
+    # BBB: a million dollars is far beyond the position: the item fails, nothing is sent.
+    result = execute(sim, plan("cap", sell("AAA", "-1040"), sell("BBB", "-1000000")), MARKET, before=prices)
+    by = {o.symbol: o for o in result.orders}
+    assert by["AAA"].shares == D(10)
+    assert any("trimmed" in n for n in by["AAA"].notes)
+    assert by["AAA"].success
+    assert not by["BBB"].success
+    assert by["BBB"].attempts == ()
+    assert "only 10 are available" in (by["BBB"].error_message or "")
+    assert result.status is ExecutionStatus.PARTIAL_SUCCESS
 
 
 def test_a_non_fractionable_buy_is_whole_shares() -> None:

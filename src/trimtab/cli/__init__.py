@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.progress import BarColumn, Progress, TextColumn
 
+from trimtab.adapters.clock import SystemClock
 from trimtab.cli import ledger as ledger_commands
 from trimtab.cli import planning
 from trimtab.cli.common import (
@@ -21,6 +22,7 @@ from trimtab.cli.common import (
     guard,
     load_execution_config,
     open_broker,
+    open_ledger,
     read_plan,
     run_async,
     setup_logging,
@@ -32,6 +34,7 @@ from trimtab.domain.orders import OrderEvent
 from trimtab.domain.results import ExecutionResult
 from trimtab.engine.config import ExecutionConfig
 from trimtab.engine.executor import Executor
+from trimtab.engine.risk import HALT_FLAG, RiskConfig
 
 T = TypeVar("T")
 
@@ -90,6 +93,7 @@ def run(
             raise ConfigurationError("--speed must be positive and applies to the simulated broker only")
         rebalance_plan = read_plan(plan)
         execution_config = load_execution_config(config, algo, urgency)
+        risk_config = RiskConfig.load(config)
         options = BrokerOptions(
             broker=broker, seed=seed, account_file=account, fresh=fresh, persist=not dry_run
         )
@@ -103,7 +107,12 @@ def run(
         result = run_async(
             broker,
             lambda: _execute(
-                options, execution_config, rebalance_plan, show_progress=not json_output, ledger=ledger
+                options,
+                execution_config,
+                rebalance_plan,
+                show_progress=not json_output,
+                ledger=ledger,
+                risk=risk_config,
             ),
             speed=speed,
         )
@@ -123,7 +132,12 @@ async def _preview(options: BrokerOptions, config: ExecutionConfig, plan: Any) -
 
 
 async def _execute(
-    options: BrokerOptions, config: ExecutionConfig, plan: Any, show_progress: bool, ledger: str | None
+    options: BrokerOptions,
+    config: ExecutionConfig,
+    plan: Any,
+    show_progress: bool,
+    ledger: str | None,
+    risk: RiskConfig,
 ) -> ExecutionResult:
     progress = Progress(
         TextColumn("{task.description}"),
@@ -139,7 +153,7 @@ async def _execute(
         progress.update(task, advance=1, description=f"{event.order.symbol} {event.kind.value}")
 
     with progress:
-        return await execute_plan(options, config, plan, ledger_option=ledger, on_event=on_event)
+        return await execute_plan(options, config, plan, ledger_option=ledger, on_event=on_event, risk=risk)
 
 
 @app.command()
@@ -176,6 +190,44 @@ def account(
             sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         else:
             console.print(account_table(info, positions))
+        return ExitCode.OK
+
+    raise typer.Exit(int(guard(body)))
+
+
+@app.command()
+def halt(
+    reason: Annotated[str, typer.Option("--reason", help="Why trading stops (shown to every executor).")] = (
+        "halted by an operator"
+    ),
+    ledger: LedgerOpt = None,
+) -> None:
+    """Kill switch: every executor on this ledger stops sending and cancels its open orders."""
+
+    def body() -> ExitCode:
+        store = open_ledger(ledger)
+        try:
+            store.set_flag(HALT_FLAG, reason.strip() or "halted by an operator", now=SystemClock().now())
+        finally:
+            store.close()
+        console.print(f"trading halted: {reason}", markup=False, highlight=False)
+        return ExitCode.OK
+
+    raise typer.Exit(int(guard(body)))
+
+
+@app.command()
+def resume(ledger: LedgerOpt = None) -> None:
+    """Clear the kill switch set by `trimtab halt`."""
+
+    def body() -> ExitCode:
+        store = open_ledger(ledger)
+        try:
+            was = store.get_flag(HALT_FLAG)
+            store.clear_flag(HALT_FLAG)
+        finally:
+            store.close()
+        console.print("trading resumed" if was is not None else "trading was not halted", markup=False)
         return ExitCode.OK
 
     raise typer.Exit(int(guard(body)))

@@ -28,6 +28,7 @@ from trimtab.domain.planfile import format_of, parse_plan_text
 from trimtab.domain.results import ExecutionResult, ExecutionStatus
 from trimtab.engine.config import ExecutionConfig
 from trimtab.engine.executor import Executor
+from trimtab.engine.risk import RiskConfig
 from trimtab.ports.broker import Broker
 
 T = TypeVar("T")
@@ -204,15 +205,20 @@ async def execute_plan(
     home: Path | None = None,
     ledger_option: str | None = None,
     on_event: Callable[[OrderEvent], None] | None = None,
+    risk: RiskConfig | None = None,
 ) -> ExecutionResult:
-    """Execute a plan on the selected broker, recorded in the ledger (idempotent, resumable)."""
+    """Execute a plan on the selected broker, recorded in the ledger (idempotent, resumable).
+
+    risk defaults to the TRIMTAB_RISK_* environment variables.
+    """
     home = home or trimtab_home()
+    risk = risk if risk is not None else RiskConfig.load()
     ledger = open_ledger(ledger_option, home)
     try:
         async with (
             open_broker(options, home) as broker,
             Executor(
-                broker, config, ledger=ledger, owner=process_owner(), lease_clock=SystemClock()
+                broker, config, ledger=ledger, owner=process_owner(), lease_clock=SystemClock(), risk=risk
             ) as executor,
         ):
             remove = broker.add_order_listener(on_event) if on_event is not None else None

@@ -60,8 +60,7 @@ class MarketAlgorithm:
 
     name = "market"
 
-    async def work(self, session: OrderSession, intent: OrderIntent) -> WorkOutcome:
-        outcome = WorkOutcome()
+    async def work(self, session: OrderSession, intent: OrderIntent, outcome: WorkOutcome) -> WorkOutcome:
         await send_market(session, intent, outcome, intent.qty, step=0, quote=intent.arrival)
         return outcome
 
@@ -79,9 +78,15 @@ async def send_market(
     if session.time_left(intent) <= 0:
         outcome.timed_out = True
         return
+    order_type, limit = OrderType.MARKET, None
+    collar = session.risk.collar_price(intent.side, intent.arrival)
+    if collar is not None:
+        # With a price collar a market order becomes a limit order at the collar's edge.
+        order_type = OrderType.LIMIT
+        limit = round_buy_limit(collar) if intent.side is Side.BUY else round_sell_limit(collar)
     try:
         record = await session.submit(
-            intent, outcome, step=step, qty=qty, order_type=OrderType.MARKET, limit_price=None, quote=quote
+            intent, outcome, step=step, qty=qty, order_type=order_type, limit_price=limit, quote=quote
         )
     except RejectedError as exc:
         outcome.error = rejected_message(exc)
@@ -115,18 +120,17 @@ class SmartAlgorithm:
 
     name = "smart"
 
-    async def work(self, session: OrderSession, intent: OrderIntent) -> WorkOutcome:
+    async def work(self, session: OrderSession, intent: OrderIntent, outcome: WorkOutcome) -> WorkOutcome:
         if not await session.quotes.acquire(intent.symbol):
-            outcome = WorkOutcome(fallback_reason=session.quotes.stream_error)
+            outcome.fallback_reason = session.quotes.stream_error
             await send_market(session, intent, outcome, intent.qty, step=0, quote=intent.arrival)
             return outcome
         try:
-            return await self._ladder(session, intent)
+            return await self._ladder(session, intent, outcome)
         finally:
             await session.quotes.release(intent.symbol)
 
-    async def _ladder(self, session: OrderSession, intent: OrderIntent) -> WorkOutcome:
-        outcome = WorkOutcome()
+    async def _ladder(self, session: OrderSession, intent: OrderIntent, outcome: WorkOutcome) -> WorkOutcome:
         config = session.config
         ladder = config.ladder(intent.urgency)
         steps = list(ladder.steps)

@@ -190,8 +190,8 @@ class ExecutionConfig(BaseModel):
         return cls.from_mapping(data, source=f"execution config{f' in {path}' if path else ''}")
 
 
-def read_toml_table(path: Path, table: str) -> dict[str, Any]:
-    """Read one table of a TOML file ([table]), or the top level when there is no such table."""
+def read_toml_table(path: Path, table: str, *, fallback_to_top: bool = True) -> dict[str, Any]:
+    """Read one table of a TOML file ([table]); without one, the top level (if fallback_to_top)."""
     try:
         with path.open("rb") as handle:
             document = tomllib.load(handle)
@@ -202,4 +202,6 @@ def read_toml_table(path: Path, table: str) -> dict[str, Any]:
     section = document.get(table)
     if isinstance(section, dict):
         return dict(section)
+    if not fallback_to_top:
+        return {}
     return {k: v for k, v in document.items() if not isinstance(v, dict) or k == "ladders"}

@@ -19,6 +19,7 @@ from trimtab.domain.errors import (
     PlanInProgressError,
     PlanValidationError,
     RateLimitedError,
+    SafetyRefusalError,
     TrimtabError,
 )
 from trimtab.domain.money import BPS, ONE, ZERO, money
@@ -39,6 +40,7 @@ from trimtab.engine.algos import algorithm as make_algorithm
 from trimtab.engine.config import ExecutionConfig
 from trimtab.engine.journal import Journal
 from trimtab.engine.quotes import QuoteService
+from trimtab.engine.risk import RiskConfig, RiskGuard
 from trimtab.engine.sizing import SizedItem, buy_budget, size_buys, size_sell
 from trimtab.engine.tracker import OrderTracker
 from trimtab.engine.working import AttemptRecord, OrderAlgorithm, OrderIntent, OrderSession, WorkOutcome
@@ -107,6 +109,7 @@ class Executor:
         ledger: Ledger | None = None,
         owner: str | None = None,
         lease_clock: Clock | None = None,
+        risk: RiskConfig | None = None,
     ) -> None:
         if broker is None:
             raise ValueError("Executor needs a broker, got None")
@@ -123,6 +126,7 @@ class Executor:
         self._ledger = ledger
         self._owner = owner or f"executor-{uuid.uuid4().hex[:12]}"
         self._lease_clock = lease_clock if lease_clock is not None else self._clock
+        self._risk = RiskGuard(risk if risk is not None else RiskConfig(), ledger)
         self._tracker = OrderTracker(broker)
         self._quotes = QuoteService(self._feed, self._clock, config)
         self._results: OrderedDict[str, tuple[str, ExecutionResult]] = OrderedDict()
@@ -214,7 +218,10 @@ class Executor:
                         )
                     if claim.outcome is ClaimOutcome.RESUME:
                         resume_from = claim.state
-                        log.warning("resuming an interrupted plan state=%s", claim.state.value)
+                        if claim.state is PlanState.RECEIVED:
+                            log.info("taking up a plan that was received but never started")
+                        else:
+                            log.warning("resuming an interrupted plan state=%s", claim.state.value)
             task = asyncio.create_task(self._execute(plan, resume_from))
             self._tasks.add(task)
             try:
@@ -332,21 +339,26 @@ class Executor:
                 config=self._config,
                 plan_id=plan.plan_id,
                 journal=journal,
+                risk=self._risk,
             )
             self._tracker.listeners.append(journal.event)
             self._quotes.retry_stream()
             phases = asyncio.create_task(self._run_phases(run, session, resume_from))
-            keeper = asyncio.create_task(self._keep_lease(journal, run, phases)) if journal.enabled else None
+            keeper = asyncio.create_task(self._supervise(journal, run, phases)) if journal.enabled else None
             log.info("plan started items=%d algo=%s", len(plan.items), self._algorithm.name)
             try:
                 await phases
             except asyncio.CancelledError:
-                if not run.lease_lost:
+                if not (run.lease_lost or run.halted):
                     # Shut down or cancelled from outside: leave nothing resting, and let a
                     # later run resume the plan.
                     await self._cancel_open(session)
                     journal.release()
                     raise
+            except SafetyRefusalError as exc:
+                await self._cancel_open(session)
+                journal.release(note=f"refused: {exc}")
+                raise
             except BaseException:
                 await self._cancel_open(session)
                 journal.release()
@@ -360,6 +372,10 @@ class Executor:
             if run.lease_lost:
                 raise LeaseLostError(
                     f"plan {plan.plan_id} was taken over by another process; this one stopped sending"
+                )
+            if run.halted:
+                run.message = (
+                    f"halted by the kill switch ({run.halted}): open orders cancelled, nothing more sent"
                 )
             if self._quotes.stream_error and isinstance(self._algorithm, SmartAlgorithm):
                 run.warnings.append(f"{self._quotes.stream_error}; orders sent as market orders")
@@ -386,16 +402,32 @@ class Executor:
             run.message = f"plan timed out after {self._config.plan_timeout:g}s"
             log.warning("plan timed out after %ss", self._config.plan_timeout)
 
-    async def _keep_lease(self, journal: Journal, run: _PlanRun, phases: asyncio.Task[None]) -> None:
-        """Renew the plan's lease while it runs; stop the run if another process took it."""
-        interval = self._config.lease_ttl / 3
+    async def _supervise(self, journal: Journal, run: _PlanRun, phases: asyncio.Task[None]) -> None:
+        """While the plan runs: renew its lease and watch the kill switch.
+
+        Another process taking the plan over, or the kill switch, stops the run: its
+        open orders are cancelled and nothing more is sent.
+        """
+        lease_every = self._config.lease_ttl / 3
+        halt_every = self._risk.config.halt_check_interval
+        interval = min(lease_every, halt_every)
+        since_renewal = 0.0
         while not phases.done():
             await asyncio.sleep(interval)
-            if not journal.renew():
-                log.error("lease on the plan lost; stopping")
-                run.lease_lost = True
+            since_renewal += interval
+            reason = self._risk.halted()
+            if reason is not None:
+                log.error("kill switch set; stopping reason=%s", reason)
+                run.halted = reason
                 phases.cancel()
                 return
+            if since_renewal >= lease_every:
+                since_renewal = 0.0
+                if not journal.renew():
+                    log.error("lease on the plan lost; stopping")
+                    run.lease_lost = True
+                    phases.cancel()
+                    return
 
     async def _reconcile(self, plan: RebalancePlan, session: OrderSession) -> dict[str, PriorWork]:
         """Adopt what an interrupted run did: its orders at the broker, fills, attempt numbers.
@@ -459,12 +491,14 @@ class Executor:
         account = await self._call(self._broker.get_account)
         positions = await self._call(self._broker.get_positions)
         assets = await self._call(lambda: self._broker.get_assets(symbols))
+        resting = await self._call(lambda: self._broker.list_open_orders(symbols))
         sells_done = resume_from is not None and resume_from not in (PlanState.RECEIVED, PlanState.SELLING)
+        tolerance = self._risk.config.sell_shortfall_tolerance
+        own = session.journal.client_order_ids
+        opposite = {(o.symbol, o.side) for o in resting if o.client_order_id not in own}
 
         sells = [i for i in active if i.action is Action.SELL]
         run.sell.started_at = self._clock.now()
-        if sells:
-            journal.advance(PlanState.SELLING)
         fresh_sells = [i.symbol for i in sells if i.symbol not in prior]
         sell_quotes = await self._arrival_quotes(fresh_sells)
         for item in sells:
@@ -473,13 +507,29 @@ class Executor:
             else:
                 quote, problem = sell_quotes[item.symbol]
                 sized = size_sell(
-                    item, positions.get(item.symbol), assets.get(item.symbol), quote, problem, self._config
+                    item,
+                    positions.get(item.symbol),
+                    assets.get(item.symbol),
+                    quote,
+                    problem,
+                    self._config,
+                    tolerance,
                 )
+                self._screen(sized, opposite, account.portfolio_value)
                 if sells_done and sized.skip_reason is None:
                     sized.skip_reason = (
                         "not sent before the interruption; the plan resumed after its sell phase"
                     )
             run.sell.items.append(ItemRun(item, sized))
+        buys = [i for i in active if i.action is Action.BUY]
+        planned = sum((i.trade_amount or ZERO for i in buys if i.symbol not in prior), ZERO)
+        for item_run in run.sell.items:
+            sell_sized = item_run.sized
+            if sell_sized is not None and _sendable(sell_sized) and sell_sized.arrival is not None:
+                planned += sell_sized.qty * sell_sized.arrival.mid
+        self._risk.check_plan(planned, account.portfolio_value, self._clock.now())
+        if sells:
+            journal.advance(PlanState.SELLING)
         if not sells_done:
             await self._work_phase(run.sell, session, self._config.sell_phase_timeout, plan, prior)
         else:
@@ -488,10 +538,21 @@ class Executor:
         if run.sell.timed_out:
             run.message = f"sell phase timed out after {self._config.sell_phase_timeout:g}s"
 
-        buys = [i for i in active if i.action is Action.BUY]
         if not buys:
             return
         journal.advance(PlanState.SETTLING)
+        guard = self._risk.config.max_failed_sell_notional
+        unfilled = _unfilled_sell_notional(run.sell)
+        if guard is not None and unfilled > guard:
+            reason = (
+                f"buys not started: sells worth {money(unfilled)} did not fill, more than "
+                f"max_failed_sell_notional {money(guard)}"
+            )
+            log.warning("buy-phase guard stops the buys unfilled=%s limit=%s", money(unfilled), money(guard))
+            run.message = reason
+            for item in buys:
+                run.buy.items.append(ItemRun(item, SizedItem(item=item, side=Side.BUY, skip_reason=reason)))
+            return
         settle_started = self._clock.monotonic()
         proceeds = sum((r.outcome.notional for r in run.sell.items if r.outcome and not sells_done), ZERO)
         account = await self._settlement_gate(account, proceeds)
@@ -517,12 +578,31 @@ class Executor:
         run.buy_scale = scale
         if scale < ONE:
             log.warning("buys scaled down scale=%s budget=%s", scale, money(budget))
+        for sized in sized_buys:
+            self._screen(sized, opposite, account.portfolio_value)
         by_symbol = {s.symbol: s for s in sized_buys} | resumed_buys
         run.buy.items.extend(ItemRun(i, by_symbol[i.symbol]) for i in buys)
         await self._work_phase(run.buy, session, self._config.buy_phase_timeout, plan, prior)
         run.buy.finished_at = self._clock.now()
         if run.buy.timed_out:
             run.message = f"buy phase timed out after {self._config.buy_phase_timeout:g}s"
+
+    def _screen(self, sized: SizedItem, opposite: set[tuple[str, Side]], portfolio_value: Decimal) -> None:
+        """Per-order preflight: no order against a resting one of the other side; risk limits."""
+        if sized.skip_reason is not None or sized.error is not None:
+            return
+        if (sized.symbol, sized.side.opposite) in opposite:
+            sized.skip_reason = (
+                f"an open {sized.side.opposite.value} order of {sized.symbol} is resting at the broker; "
+                "trading it now could be refused as a wash trade"
+            )
+            return
+        if sized.arrival is None:
+            return
+        price = sized.arrival.mid if sized.side is Side.SELL else sized.arrival.ask
+        problem = self._risk.order_problem(sized.qty * price, portfolio_value)
+        if problem is not None:
+            sized.skip_reason = f"refused by a risk limit: {problem}"
 
     async def _arrival_quotes(self, symbols: Iterable[str]) -> dict[str, tuple[Quote | None, str | None]]:
         wanted = list(symbols)
@@ -548,7 +628,10 @@ class Executor:
         todo = [
             r
             for r in phase.items
-            if r.sized is not None and r.sized.skip_reason is None and r.sized.qty > ZERO
+            if r.sized is not None
+            and r.sized.skip_reason is None
+            and r.sized.error is None
+            and r.sized.qty > ZERO
         ]
         for r in phase.items:
             if r.sized is not None and r.sized.skip_reason is not None:
@@ -573,20 +656,20 @@ class Executor:
                 arrival=sized.arrival,
                 deadline=deadline,
             )
-            outcome = WorkOutcome(attempts=list(earlier))
+            outcome = WorkOutcome()
             item_run.outcome = outcome
             async with semaphore:
                 try:
-                    result = await self._algorithm.work(session, intent)
+                    await self._algorithm.work(session, intent, outcome)
                 except TrimtabError as exc:
                     log.warning("order failed symbol=%s reason=%s", sized.symbol, exc)
                     outcome.error = f"{type(exc).__name__.removesuffix('Error')}: {exc}"
-                    return
                 except Exception:
                     log.exception("unexpected error working symbol=%s", sized.symbol)
                     raise
-            result.attempts[:0] = earlier
-            item_run.outcome = result
+                finally:
+                    outcome.attempts[:0] = earlier
+            result = outcome
             if result.timed_out:
                 phase.timed_out = True
 
@@ -674,6 +757,7 @@ class _PlanRun:
         self.buying_power: Decimal | None = None
         self.buy_scale: Decimal | None = None
         self.lease_lost = False
+        self.halted: str | None = None
 
     def build(
         self, finished_at: datetime, tracker: OrderTracker, session: OrderSession, requests: int
@@ -721,6 +805,31 @@ class _PlanRun:
                 requests=requests,
             ),
         )
+
+
+def _sendable(sized: SizedItem | None) -> bool:
+    return (
+        sized is not None
+        and sized.skip_reason is None
+        and sized.error is None
+        and sized.qty > ZERO
+        and sized.arrival is not None
+    )
+
+
+def _unfilled_sell_notional(phase: PhaseRun) -> Decimal:
+    """What the sells that were tried did not sell, at their arrival mid."""
+    total = ZERO
+    for item_run in phase.items:
+        sized = item_run.sized
+        if sized is not None and sized.error is not None:
+            total += abs(item_run.item.trade_amount or ZERO)
+            continue
+        if sized is None or sized.skip_reason is not None or sized.arrival is None:
+            continue
+        filled = item_run.outcome.filled_qty if item_run.outcome else ZERO
+        total += max(sized.qty - filled, ZERO) * sized.arrival.mid
+    return total
 
 
 def _resumed(item: RebalancePlanItem, side: Side, work: PriorWork, asset: Asset | None) -> SizedItem:
@@ -828,7 +937,7 @@ def _order_result(
         outcome is not None and outcome.skip_reason is not None and filled == ZERO
     )
     skip_reason = sized.skip_reason or (outcome.skip_reason if outcome else None)
-    error = outcome.error if outcome else None
+    error = sized.error or (outcome.error if outcome else None)
     dropped = outcome.dropped_qty if outcome else ZERO
     success = not skipped and sized.qty > ZERO and filled >= sized.qty - dropped and error is None
     if not success and not skipped and error is None:

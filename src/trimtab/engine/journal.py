@@ -81,10 +81,10 @@ class Journal:
         self.ledger.finish_plan(self.plan_id, result, state, now=self._lease_clock.now())
         self.state = state
 
-    def release(self) -> None:
-        """Give the plan up unfinished (an error stopped the run), so a re-run resumes it."""
+    def release(self, note: str | None = None) -> None:
+        """Give the plan up unfinished (an error or a refusal stopped it), so a re-run resumes it."""
         if self.ledger is None:
             return
         self.ledger.flush()
-        if not self.ledger.release_lease(self.plan_id, self.owner, now=self._lease_clock.now()):
+        if not self.ledger.release_lease(self.plan_id, self.owner, now=self._lease_clock.now(), note=note):
             log.warning("lease already gone at release owner=%s", self.owner)

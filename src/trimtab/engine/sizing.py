@@ -27,6 +27,7 @@ class SizedItem:
     arrival: Quote | None = None
     scale_factor: Decimal | None = None
     skip_reason: str | None = None
+    error: str | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -49,8 +50,13 @@ def size_sell(
     quote: Quote | None,
     quote_problem: str | None,
     config: ExecutionConfig,
+    shortfall_tolerance: Decimal = ONE,
 ) -> SizedItem:
-    """Size a sell. A close uses the exact quantity the broker reports as available."""
+    """Size a sell. A close uses the exact quantity the broker reports as available.
+
+    A sell larger than the available position is trimmed to it when the shortfall is at
+    most shortfall_tolerance (a fraction of the sell); beyond that the item fails.
+    """
     sized = SizedItem(item=item, side=Side.SELL, arrival=quote)
     problem = _asset_problem(item.symbol, asset)
     if problem is not None:
@@ -78,6 +84,13 @@ def size_sell(
     assert item.trade_amount is not None
     wanted = floor_qty(abs(item.trade_amount) / quote.mid, asset.fractionable)
     if wanted > available:
+        shortfall = (wanted - available) / wanted
+        if shortfall > shortfall_tolerance:
+            sized.error = (
+                f"the sell needs {wanted} shares but only {available} are available "
+                f"({shortfall:.1%} short, beyond the tolerance of {shortfall_tolerance:.1%})"
+            )
+            return sized
         sized.notes.append(f"sell trimmed from {wanted} to the {available} shares available")
         wanted = available
     if wanted <= ZERO:

@@ -37,6 +37,7 @@ from trimtab.domain.results import Attempt, QuoteView
 from trimtab.engine.config import ExecutionConfig
 from trimtab.engine.journal import Journal
 from trimtab.engine.quotes import QuoteService
+from trimtab.engine.risk import RiskGuard
 from trimtab.engine.tracker import OrderTracker
 from trimtab.logs import get_logger
 from trimtab.ports.broker import Broker
@@ -139,11 +140,15 @@ class WorkOutcome:
 
 
 class OrderAlgorithm(Protocol):
-    """Works one intent to completion (or its deadline)."""
+    """Works one intent to completion (or its deadline).
+
+    Every order sent is recorded on outcome as it goes, so that what was filled is known
+    even when work() ends with an exception. Returns the same outcome.
+    """
 
     name: str
 
-    async def work(self, session: OrderSession, intent: OrderIntent) -> WorkOutcome: ...
+    async def work(self, session: OrderSession, intent: OrderIntent, outcome: WorkOutcome) -> WorkOutcome: ...
 
 
 class OrderSession:
@@ -159,6 +164,7 @@ class OrderSession:
         config: ExecutionConfig,
         plan_id: str,
         journal: Journal,
+        risk: RiskGuard,
     ) -> None:
         self.broker = broker
         self.tracker = tracker
@@ -167,6 +173,7 @@ class OrderSession:
         self.config = config
         self.plan_id = plan_id
         self.journal = journal
+        self.risk = risk
         self._next_attempt: dict[str, int] = {}
         self.orders_sent = 0
 
@@ -194,6 +201,7 @@ class OrderSession:
         quote: Quote | None,
     ) -> AttemptRecord:
         """Send one order and record it as an attempt. Raises RejectedError on refusal."""
+        self.risk.check_send(intent.side, qty, limit_price, intent.arrival, quote, self.clock.now())
         cid = self.next_client_order_id(intent.symbol)
         record = AttemptRecord(
             step=step,

@@ -239,9 +239,9 @@ class Ledger(Protocol):
         (another process took it over, or it is final): the caller must stop working on it."""
         ...
 
-    def release_lease(self, plan_id: str, owner: str, *, now: datetime) -> bool:
-        """Give up owner's lease of an unfinished plan so another process may resume it now.
-        False when owner did not hold it."""
+    def release_lease(self, plan_id: str, owner: str, *, now: datetime, note: str | None = None) -> bool:
+        """Give up owner's lease of an unfinished plan so another process may resume it now;
+        note (why, e.g. a refusal) goes into the plan's history. False when owner did not hold it."""
         ...
 
     def set_plan_state(self, plan_id: str, state: PlanState, *, now: datetime) -> None:

@@ -547,7 +547,7 @@ class SqlLedger:
             ).first()
         return renewed is not None
 
-    def release_lease(self, plan_id: str, owner: str, *, now: datetime) -> bool:
+    def release_lease(self, plan_id: str, owner: str, *, now: datetime, note: str | None = None) -> bool:
         """Give up owner's lease so another process may resume the plan at once."""
         _require_aware(now, "now")
         with self._write() as conn:
@@ -560,7 +560,8 @@ class SqlLedger:
                 .values(owner=None, lease_expires_at=None, updated_at=now)
             )
             state = PlanState(row.state)
-            self._log_state(conn, row.id, state, state, None, now, f"released by {owner}")
+            why = f"released by {owner}" + (f": {note}" if note else "")
+            self._log_state(conn, row.id, state, state, None, now, why)
             return True
 
     def set_plan_state(self, plan_id: str, state: PlanState, *, now: datetime) -> None:

@@ -9,9 +9,12 @@ has further levels one tick apart, each profile.level_size deep. Our own orders 
 - A resting limit order at the touch joins the queue behind the size displayed there
   (``ahead``); inside the spread it is the new best price with nothing ahead. It fills
   only when an opposing trade reaches it (trades at the bid consume the bid queue ahead of
-  a resting buy first) or when the quote moves through its price (the ask falls to a
-  resting buy's limit: it fills at its limit, which is adverse selection). A trade that
+  a resting buy first) or when the quote comes to or through its price (the ask falls to a
+  resting buy's limit: the sellers there trade with the queue ahead of it, then with it,
+  at its limit; filled because the market came down is adverse selection). A trade that
   eats the whole queue including our order depletes the level: the price steps through.
+  Liquidity taken from a side is counted in round lots and comes back with the profile's
+  half-life.
 - Trades inside the spread (hidden liquidity) never fill a displayed order.
 
 The shares ahead of a resting order only decrease through trades at its price (no
@@ -114,7 +117,7 @@ FillSink = Callable[[SimOrder, Decimal, int], None]
 _DECIMALS: dict[int, Decimal] = {}
 
 
-def _decimal(value: int) -> Decimal:
+def decimal_of(value: int) -> Decimal:
     """Decimal(value), memoized: displayed sizes repeat a few table values."""
     result = _DECIMALS.get(value)
     if result is None:
@@ -165,6 +168,12 @@ class SymbolBook:
     def exogenous(self) -> BookTop:
         """The exogenous (or forced) top of book now, without our impact or our orders."""
         return self._exo
+
+    @property
+    def idle(self) -> bool:
+        """Nothing of ours on the book, no impact left, following the path: only quotes move."""
+        return not (self.buys or self.sells or self.waiting_market or self.forced is not None
+                    or self._dep_bid or self._dep_ask)
 
     def _active(self) -> bool:
         return bool(self.buys or self.sells) and not self.held
@@ -226,11 +235,11 @@ class SymbolBook:
         if not (self._dep_bid or self._dep_ask or self.buys or self.sells):
             exo = self._exo
             if exo.bid > 0 and exo.ask > 0:
-                return exo.bid, _decimal(exo.bid_size), exo.ask, _decimal(exo.ask_size)
+                return exo.bid, decimal_of(exo.bid_size), exo.ask, decimal_of(exo.ask_size)
         bid, bid_size = self._bid_top()
         ask, ask_size = self._ask_top()
-        bid_qty = _decimal(bid_size)
-        ask_qty = _decimal(ask_size)
+        bid_qty = decimal_of(bid_size)
+        ask_qty = decimal_of(ask_size)
         if self.buys:
             best = self.buys[0].limit_ticks
             own = sum((o.remaining for o in self.buys if o.limit_ticks == best), ZERO)
@@ -269,6 +278,17 @@ class SymbolBook:
             if step != self.k:
                 self._set_step(step)
         self._cursor = None
+
+    def jump_to_step(self, t: float) -> BookTop:
+        """advance() for an idle book (see idle): move to t and return the quote there."""
+        if t > self.t:
+            self.t = t
+            step = step_of(t)
+            if step != self.k:
+                self.k = step
+                self._exo = self.path.quote(step)
+            self._cursor = None
+        return self._exo
 
     def advance(self, t: float) -> None:
         """Bring the book to market time t, filling our orders on the way."""

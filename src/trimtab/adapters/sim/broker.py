@@ -22,6 +22,13 @@ shares held by open sells. No short selling, no margin.
 
 Everything runs on the event loop the broker is first used on; the market's time is the
 loop's time since then, so on run_virtual() minutes pass in milliseconds.
+
+Test hooks (synchronous, call them on the broker's loop or before it runs):
+force_quote / release_quote (pin a symbol's quote and freeze its random movement; a zero
+price gives a zero-sided quote, bid >= ask a crossed one), inject_trade (an exogenous trade
+at the bid, the ask or inside), set_quote_stale, fail_quote_stream, silence_quote_stream,
+silence_order_stream, hold_fills / release_fills (with until_cancel: the cancel/fill race),
+fail_next (the next call of a REST method raises, before or after taking effect).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from trimtab.adapters.clock import LoopClock
-from trimtab.adapters.sim.book import FillModel, SimOrder, SymbolBook
+from trimtab.adapters.sim.book import FillModel, SimOrder, SymbolBook, decimal_of
 from trimtab.adapters.sim.path import QUOTE_STEP, BookTop, MarketPath, TradeKind
 from trimtab.adapters.sim.profile import SymbolProfile, derive_profile
 from trimtab.adapters.sim.randomness import mix64, stable_key
@@ -95,6 +102,8 @@ RATE_WINDOW = 60.0
 """The rolling window of the request budget, in seconds."""
 
 AVG_PRICE_QUANTUM = Decimal("0.000001")
+_IDLE_SCAN_STEPS = 128
+_decimal = decimal_of
 _S = OrderStatus
 _K = OrderEventKind
 _HOOK_SIDES = {"bid": TradeKind.AT_BID, "ask": TradeKind.AT_ASK, "inside": TradeKind.INSIDE}
@@ -646,6 +655,7 @@ class SimBroker:
                 answered = True
             except TrimtabError as exc:
                 answered = True
+                log.debug("sim request refused method=%s error=%s reason=%s", method, type(exc).__name__, exc)
                 self._answer_error(future, exc)
                 return
             finally:
@@ -735,9 +745,25 @@ class SimBroker:
 
     def _wake(self, entry: _Symbol) -> None:
         # The scheduler runs at the wake time: no need to ask the loop.
-        if entry.wake_at > self._last_t:
-            self._last_t = entry.wake_at
-        entry.book.advance(entry.wake_at)
+        t = entry.wake_at
+        if t > self._last_t:
+            self._last_t = t
+        book = entry.book
+        if book.idle and entry.listeners and entry.stale is None and not self._quotes_silent:
+            # The common case, a streamed symbol nobody trades: jump, publish, plan the next.
+            exo = book.jump_to_step(t)
+            step = book.path.next_change(book.k, self._quote_every, _IDLE_SCAN_STEPS)
+            entry.wake_at = step * QUOTE_STEP
+            self._scheduler.schedule(entry, self._origin + entry.wake_at)
+            top = (exo.bid, _decimal(exo.bid_size), exo.ask, _decimal(exo.ask_size))
+            if top != entry.last_top:
+                entry.last_top = top
+                quote = Quote(entry.symbol, entry.price(exo.bid), entry.price(exo.ask), top[1], top[3],
+                              self._clock.at(t))
+                for listener in list(entry.listeners):
+                    listener(quote)
+            return
+        book.advance(t)
         self._touch(entry, direct=True)
 
     def _quote(self, entry: _Symbol, top: tuple[int, Decimal, int, Decimal] | None = None) -> Quote:

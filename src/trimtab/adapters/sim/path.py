@@ -217,6 +217,18 @@ class MarketPath:
             raise ValueError("step must be >= 0")
         return self._block(step >> _BLOCK_BITS)[0][step & (_BLOCK_STEPS - 1)]
 
+    def next_change(self, step: int, every: int, limit: int) -> int:
+        """The first step after step, on the grid of every steps, whose quote differs from
+        the quote of step; step + limit if none does before."""
+        current = self.quote(step)
+        candidate = (step // every + 1) * every
+        end = step + limit
+        while candidate < end:
+            if self.quote(candidate) != current:
+                return candidate
+            candidate += every
+        return end
+
     def quote(self, step: int) -> BookTop:
         """The exogenous top of book of step, in ticks and shares."""
         block = step >> _BLOCK_BITS
