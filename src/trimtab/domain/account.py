@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 
@@ -27,3 +28,13 @@ class Asset:
     symbol: str
     tradable: bool = True
     fractionable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MarketClock:
+    """The broker's market calendar now: open or not, and the next open and close."""
+
+    timestamp: datetime
+    is_open: bool
+    next_open: datetime
+    next_close: datetime

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
-from trimtab.domain.account import Account, Asset, Position
+from trimtab.domain.account import Account, Asset, MarketClock, Position
 from trimtab.domain.orders import BrokerOrderId, ClientOrderId, OrderEvent, OrderRequest, OrderSnapshot
 from trimtab.ports.clock import Clock
 
@@ -36,6 +36,10 @@ class Broker(Protocol):
         ...
 
     async def get_account(self) -> Account: ...
+
+    async def get_market_clock(self) -> MarketClock:
+        """Whether the market is open now (regular hours), and its next open and close."""
+        ...
 
     async def get_positions(self) -> Mapping[str, Position]: ...
 
