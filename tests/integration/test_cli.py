@@ -273,3 +273,18 @@ def test_ledger_lists_shows_and_exports(home: Path, tmp_path: Path) -> None:
     assert {r["type"] for r in records} >= {"plan", "intent", "event", "fill"}
     assert cli(home, "ledger", "no-such-plan")[0] == 2
     assert cli(home, "ledger", "export")[0] == 2
+
+
+def test_the_simulated_account_is_one_process_at_a_time(home: Path) -> None:
+    import fcntl
+
+    assert cli(home, "run", str(EXAMPLES / "plan.yaml"), "--account", str(ACCOUNT))[0] == 0
+    before = (home / "sim-account.json").read_bytes()
+    with (home / "sim-account.lock").open("a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        code, _, err = cli(home, "run", str(PLAN))
+        fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+    assert code == 3
+    assert "in use by another trimtab process" in err
+    assert (home / "sim-account.json").read_bytes() == before
+    assert cli(home, "run", str(PLAN))[0] == 0

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from enum import IntEnum
@@ -121,30 +122,57 @@ def make_sim_broker(options: BrokerOptions, home: Path) -> SimBroker:
 
 @asynccontextmanager
 async def open_broker(options: BrokerOptions, home: Path | None = None) -> AsyncIterator[Broker]:
-    """Open the selected broker; the simulated account is saved back when the block ends."""
+    """Open the selected broker.
+
+    The simulated account is one process's at a time (a lock file beside it; another
+    process is refused), saved as its orders fill and when the block ends.
+    """
     home = home or trimtab_home()
     if options.broker != "sim":
         raise ConfigurationError(f"unknown broker {options.broker!r}: this version supports sim")
-    broker = make_sim_broker(options, home)
-    state = sim_state_path(home)
-    remove: Callable[[], None] | None = None
-    if options.persist:
-        home.mkdir(parents=True, exist_ok=True)
+    if not options.persist:
+        yield make_sim_broker(options, home)
+        return
+    with sim_account_lock(home):
+        broker = make_sim_broker(options, home)
+        state = sim_state_path(home)
+        changed = options.fresh or options.account_file is not None or not state.exists()
 
         def save_on_change(event: OrderEvent) -> None:
             # The simulated account is the broker's own record: keep it as durable as a real
             # broker's, so a process killed mid-plan leaves the account as it really is.
+            nonlocal changed
+            changed = True
             if event.kind in _DURABLE_EVENTS:
                 broker.save(state)
 
         remove = broker.add_order_listener(save_on_change)
-    try:
-        yield broker
-    finally:
-        if remove is not None:
+        try:
+            yield broker
+        finally:
             remove()
-        if options.persist:
-            broker.save(state)
+            if changed:
+                broker.save(state)
+
+
+@contextmanager
+def sim_account_lock(home: Path) -> Iterator[None]:
+    """Hold the simulated account for this process, or refuse if another one holds it."""
+    home.mkdir(parents=True, exist_ok=True)
+    handle = (home / "sim-account.lock").open("a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SafetyRefusalError(
+                f"the simulated account in {home} is in use by another trimtab process; nothing was sent"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    finally:
+        handle.close()
 
 
 _DURABLE_EVENTS = frozenset(
