@@ -411,18 +411,22 @@ class Executor:
         lease_every = self._config.lease_ttl / 3
         halt_every = self._risk.config.halt_check_interval
         interval = min(lease_every, halt_every)
-        since_renewal = 0.0
+        # Leases and the kill switch are about real time: they are counted on the lease
+        # clock, so a run on virtual time does not hammer the ledger.
+        last_halt_check = last_renewal = self._lease_clock.monotonic()
         while not phases.done():
             await asyncio.sleep(interval)
-            since_renewal += interval
-            reason = self._risk.halted()
-            if reason is not None:
-                log.error("kill switch set; stopping reason=%s", reason)
-                run.halted = reason
-                phases.cancel()
-                return
-            if since_renewal >= lease_every:
-                since_renewal = 0.0
+            now = self._lease_clock.monotonic()
+            if now - last_halt_check >= halt_every:
+                last_halt_check = now
+                reason = self._risk.halted()
+                if reason is not None:
+                    log.error("kill switch set; stopping reason=%s", reason)
+                    run.halted = reason
+                    phases.cancel()
+                    return
+            if now - last_renewal >= lease_every:
+                last_renewal = now
                 if not journal.renew():
                     log.error("lease on the plan lost; stopping")
                     run.lease_lost = True

@@ -91,8 +91,9 @@ def size_sell(
                 f"({shortfall:.1%} short, beyond the tolerance of {shortfall_tolerance:.1%})"
             )
             return sized
-        sized.notes.append(f"sell trimmed from {wanted} to the {available} shares available")
-        wanted = available
+        trimmed = floor_qty(available, asset.fractionable)
+        sized.notes.append(f"sell trimmed from {wanted} to the {trimmed} shares available")
+        wanted = trimmed
     if wanted <= ZERO:
         sized.skip_reason = (
             f"{money(abs(item.trade_amount))} dollars is less than one share at {quote.mid}"
