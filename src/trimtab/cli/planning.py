@@ -66,6 +66,7 @@ from trimtab.engine.planner import (
     gather_planning_inputs,
     plan_from_inputs,
 )
+from trimtab.engine.risk import RiskConfig
 from trimtab.ports.quotes import QuoteFeed
 
 T = TypeVar("T")
@@ -300,6 +301,7 @@ def rebalance_command(
     broker_options: BrokerOptions | None = None,
     planner_config: PlannerConfig | None = None,
     execution_config: ExecutionConfig | None = None,
+    risk_config: RiskConfig | None = None,
     home: Path | None = None,
     confirm: Callable[[str], bool] | None = None,
 ) -> ExitCode:
@@ -351,7 +353,9 @@ def rebalance_command(
         reserve = money(proposal.reserve_amount)
         if reserve > exec_config.cash_reserve:
             exec_config = exec_config.model_copy(update={"cash_reserve": reserve})
-        result = run_async(options.broker, lambda: _execute(options, exec_config, proposal.plan, home))
+        result = run_async(
+            options.broker, lambda: _execute(options, exec_config, proposal.plan, home, risk_config)
+        )
         if json_output:
             sys.stdout.write(result.model_dump_json(indent=2) + "\n")
         else:
@@ -391,9 +395,13 @@ def confirm_execution(
 
 
 async def _execute(
-    options: BrokerOptions, config: ExecutionConfig, plan: RebalancePlan, home: Path | None
+    options: BrokerOptions,
+    config: ExecutionConfig,
+    plan: RebalancePlan,
+    home: Path | None,
+    risk: RiskConfig | None,
 ) -> ExecutionResult:
-    return await execute_plan(options, config, plan, home=home)
+    return await execute_plan(options, config, plan, home=home, risk=risk)
 
 
 def _result_line(result: ExecutionResult) -> str:
@@ -569,6 +577,7 @@ def register(app: typer.Typer) -> None:
                 ),
                 planner_config=planner_config,
                 execution_config=execution_config,
+                risk_config=RiskConfig.load(config),
             )
 
         raise typer.Exit(int(guard(body)))
