@@ -17,6 +17,7 @@ from trimtab.domain.results import (
 )
 from trimtab.engine.config import Anchor, ExecutionConfig, LadderPreset
 from trimtab.engine.executor import Executor
+from trimtab.engine.risk import RiskConfig
 from trimtab.ports.broker import Broker
 from trimtab.ports.quotes import QuoteFeed
 
@@ -36,6 +37,7 @@ __all__ = [
     "QuoteFeed",
     "RebalancePlan",
     "RebalancePlanItem",
+    "RiskConfig",
     "SimBroker",
     "Urgency",
     "run_virtual",

@@ -221,7 +221,7 @@ def test_daily_cap_holds_within_a_run(tmp_path: Path) -> None:
         ledger=ledger,
     )
     assert result.orders[0].success
-    with pytest.raises(SafetyRefusalError, match="traded today plus 6000.00 planned"):
+    with pytest.raises(SafetyRefusalError, match=r"traded today plus 6000\.00 planned"):
         execute(
             sim,
             plan("cap-3", buy("BBB", "6000")),
