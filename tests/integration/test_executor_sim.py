@@ -12,7 +12,7 @@ from tests.simkit import D, EventLog, broker, buy, execute, plan, sell
 from trimtab.adapters.sim import SimBroker
 from trimtab.adapters.sim.virtual_loop import run_virtual
 from trimtab.domain.orders import OrderEventKind, OrderStatus, Side
-from trimtab.domain.results import ExecutionStatus
+from trimtab.domain.results import ExecutionResult, ExecutionStatus
 from trimtab.engine.config import ExecutionConfig
 from trimtab.engine.executor import Executor
 
@@ -131,7 +131,7 @@ def test_same_plan_id_twice_sends_nothing_the_second_time() -> None:
     sim = broker(positions={"AAA": "10"})
     the_plan = plan("twice", sell("AAA"))
 
-    async def main() -> tuple[object, object, int, int]:
+    async def main() -> tuple[ExecutionResult, ExecutionResult, int, int]:
         async with Executor(sim, MARKET) as executor:
             first = await executor.execute_rebalance_plan(the_plan)
             requests = sim.requests_made
@@ -142,7 +142,7 @@ def test_same_plan_id_twice_sends_nothing_the_second_time() -> None:
     assert before == after
     assert second.already_executed
     assert not first.already_executed
-    assert second.orders == first.orders  # type: ignore[attr-defined]
+    assert second.orders == first.orders
 
 
 def test_none_broker_and_none_plan_raise_value_error() -> None:

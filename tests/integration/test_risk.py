@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from trimtab.domain.errors import ConfigurationError, SafetyRefusalError
 from trimtab.domain.orders import ClientOrderId, OrderRequest, OrderType, Side
 from trimtab.domain.plan import RebalancePlanItem
 from trimtab.domain.quotes import Quote
-from trimtab.domain.results import ExecutionStatus
+from trimtab.domain.results import ExecutionResult, ExecutionStatus
 from trimtab.engine.config import ExecutionConfig
 from trimtab.engine.executor import Executor
 from trimtab.engine.risk import HALT_FLAG, RiskConfig
@@ -272,9 +273,9 @@ def test_halt_stops_a_running_plan_cancels_its_orders_and_sends_nothing_more(tmp
     sim = broker(positions={"AAA": "1000", "BBB": "1000"})
     log = EventLog(sim)
     ledger = SqlLedger(default_ledger_url(tmp_path))
-    halted_at: list[object] = []
+    halted_at: list[datetime] = []
 
-    async def main() -> object:
+    async def main() -> ExecutionResult:
         async with Executor(sim, ExecutionConfig(default_urgency="LOW"), ledger=ledger) as executor:
             sim.force_quote("AAA", D("50.00"), D("50.10"), D(5000), D(5000))
             sim.force_quote("BBB", D("20.00"), D("20.10"), D(5000), D(5000))
@@ -288,18 +289,17 @@ def test_halt_stops_a_running_plan_cancels_its_orders_and_sends_nothing_more(tmp
             return await executor.execute_rebalance_plan(plan("halt", sell("AAA"), sell("BBB")))
 
     result = run_virtual(main())
-    assert "halted" in (result.message or "")  # type: ignore[attr-defined]
-    assert "desk says stop" in (result.message or "")  # type: ignore[attr-defined]
+    assert "halted" in (result.message or "")
+    assert "desk says stop" in (result.message or "")
     assert run_virtual(sim.list_open_orders()) == []
     cutoff = halted_at[0]
     late = [
         e
         for e in log.events
-        if e.kind.value == "accepted"
-        and e.order.created_at > cutoff + __import__("datetime").timedelta(seconds=2)
-    ]  # type: ignore[operator]
+        if e.kind.value == "accepted" and e.order.created_at > cutoff + timedelta(seconds=2)
+    ]
     assert late == []
-    assert result.status in (ExecutionStatus.FAILURE, ExecutionStatus.PARTIAL_SUCCESS)  # type: ignore[attr-defined]
+    assert result.status in (ExecutionStatus.FAILURE, ExecutionStatus.PARTIAL_SUCCESS)
     with pytest.raises(SafetyRefusalError, match="halted"):
         execute(sim, plan("after", sell("BBB")), MARKET, ledger=ledger)
     ledger.clear_flag(HALT_FLAG)

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from trimtab.domain.account import Account, Asset, Position
+from trimtab.domain.account import Account, Asset, MarketClock, Position
 from trimtab.domain.errors import PlanValidationError, SafetyRefusalError
 from trimtab.domain.orders import (
     BrokerOrderId,
@@ -52,8 +52,9 @@ class FixedClock:
 class FakeBroker:
     """Account, positions and open orders from memory; no orders accepted."""
 
-    def __init__(self, cash: str, positions: Mapping[str, str],
-                 open_orders: Iterable[OrderSnapshot] = ()) -> None:
+    def __init__(
+        self, cash: str, positions: Mapping[str, str], open_orders: Iterable[OrderSnapshot] = ()
+    ) -> None:
         self.cash = D(cash)
         self.positions = {s: Position(s, D(q), D(q), D(1)) for s, q in positions.items()}
         self.open_orders = list(open_orders)
@@ -79,6 +80,9 @@ class FakeBroker:
 
     async def get_account(self) -> Account:
         return Account(cash=self.cash, buying_power=self.cash, portfolio_value=D("999999"))
+
+    async def get_market_clock(self) -> MarketClock:
+        return MarketClock(timestamp=NOW, is_open=True, next_open=NOW, next_close=NOW)
 
     async def get_positions(self) -> Mapping[str, Position]:
         return dict(self.positions)
@@ -130,15 +134,17 @@ def q(symbol: str, bid: str, ask: str, age_seconds: float = 1.0) -> Quote:
     return Quote(symbol, D(bid), D(ask), D(100), D(100), NOW - timedelta(seconds=age_seconds))
 
 
-def gather(broker: FakeBroker, feed: FakeQuotes, symbols: Iterable[str],
-           config: PlannerConfig | None = None) -> PlanningInputs:
+def gather(
+    broker: FakeBroker, feed: FakeQuotes, symbols: Iterable[str], config: PlannerConfig | None = None
+) -> PlanningInputs:
     return asyncio.run(gather_planning_inputs(broker, feed, symbols, config))
 
 
 def test_gathers_account_positions_and_mid_prices() -> None:
     broker = FakeBroker("1000", {"SPY": "10", "OLD": "2", "ZERO": "0"})
-    feed = FakeQuotes({"SPY": q("SPY", "99.99", "100.01"), "OLD": q("OLD", "9", "11"),
-                       "BND": q("BND", "70", "70.02")})
+    feed = FakeQuotes(
+        {"SPY": q("SPY", "99.99", "100.01"), "OLD": q("OLD", "9", "11"), "BND": q("BND", "70", "70.02")}
+    )
     inputs = gather(broker, feed, ["bnd", "SPY"], PlannerConfig(max_spread_bps=D("2000")))
     assert sorted(feed.asked) == ["BND", "OLD", "SPY"]  # targets plus held, not the empty one
     assert broker.asked_open_orders_for == ["BND", "SPY", "OLD"]
@@ -150,13 +156,15 @@ def test_gathers_account_positions_and_mid_prices() -> None:
 
 def test_unusable_quotes_count_as_no_price_with_the_reason() -> None:
     broker = FakeBroker("1000", {"SPY": "10"})
-    feed = FakeQuotes({
-        "SPY": q("SPY", "100", "100.02", age_seconds=3600),
-        "CRS": q("CRS", "10.01", "10.00"),
-        "WID": q("WID", "9", "11"),
-        "ZER": q("ZER", "0", "5"),
-        "NONE": None,
-    })
+    feed = FakeQuotes(
+        {
+            "SPY": q("SPY", "100", "100.02", age_seconds=3600),
+            "CRS": q("CRS", "10.01", "10.00"),
+            "WID": q("WID", "9", "11"),
+            "ZER": q("ZER", "0", "5"),
+            "NONE": None,
+        }
+    )
     inputs = gather(broker, feed, ["CRS", "WID", "ZER", "NONE"])
     assert inputs.prices == {}
     assert "stale" in inputs.price_problems["SPY"]
@@ -174,18 +182,25 @@ def test_plan_from_inputs_uses_quotes_for_the_cost() -> None:
     broker = FakeBroker("10000", {})
     feed = FakeQuotes({"SPY": q("SPY", "99.90", "100.10")})
     inputs = gather(broker, feed, ["SPY"])
-    proposal = plan_from_inputs(TargetWeights.from_mapping({"SPY": "0.5"}), inputs,
-                                PlannerConfig(), "p")
+    proposal = plan_from_inputs(TargetWeights.from_mapping({"SPY": "0.5"}), inputs, PlannerConfig(), "p")
     assert proposal.items[0].action is Action.BUY
     assert proposal.estimated_cost_bps == D("10.00")
 
 
 def _open_order(symbol: str) -> OrderSnapshot:
     return OrderSnapshot(
-        broker_order_id=BrokerOrderId("b-1"), client_order_id=ClientOrderId("c-1"),
-        symbol=symbol, side=Side.BUY, order_type=OrderType.LIMIT, qty=D(1),
-        status=OrderStatus.ACCEPTED, filled_qty=D(0), filled_avg_price=None,
-        limit_price=D("99"), created_at=NOW, updated_at=NOW,
+        broker_order_id=BrokerOrderId("b-1"),
+        client_order_id=ClientOrderId("c-1"),
+        symbol=symbol,
+        side=Side.BUY,
+        order_type=OrderType.LIMIT,
+        qty=D(1),
+        status=OrderStatus.ACCEPTED,
+        filled_qty=D(0),
+        filled_avg_price=None,
+        limit_price=D("99"),
+        created_at=NOW,
+        updated_at=NOW,
     )
 
 
