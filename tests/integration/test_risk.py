@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -355,3 +355,17 @@ def test_preflight_never_sells_more_than_available_nor_fractions_of_whole_share_
         assert sized.qty == sized.qty.to_integral_value()
     if sized.skip_reason is None and sized.error is None:
         assert sized.qty > 0
+
+
+def test_a_closed_market_refuses_the_plan_unless_extended_hours() -> None:
+    minute_before_close = datetime(2026, 11, 23, 20, 59, tzinfo=UTC)  # Monday 15:59 in New York
+
+    async def after_the_close(s: SimBroker) -> None:
+        await asyncio.sleep(120)
+        assert not (await s.get_market_clock()).is_open
+
+    sim = SimBroker(seed=3, cash=D(10000), positions={"AAA": D(10)}, start=minute_before_close)
+    log = EventLog(sim)
+    with pytest.raises(SafetyRefusalError, match="market is closed"):
+        execute(sim, plan("closed", sell("AAA")), MARKET, before=after_the_close)
+    assert log.events == []

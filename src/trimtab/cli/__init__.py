@@ -11,6 +11,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn
 
 from trimtab.adapters.clock import SystemClock
+from trimtab.adapters.sandbox import DEFAULT_PORT, sandbox_command
 from trimtab.cli import ledger as ledger_commands
 from trimtab.cli import planning
 from trimtab.cli.common import (
@@ -59,6 +60,9 @@ LedgerOpt = Annotated[
         "--ledger", help="Ledger database URL (default: SQLite under $TRIMTAB_HOME; or $TRIMTAB_LEDGER_URL)."
     ),
 ]
+LiveOpt = Annotated[
+    bool, typer.Option("--live", help="Trade the live Alpaca account (paper is the default).")
+]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log every state change on stderr.")]
 
 
@@ -79,6 +83,7 @@ def run(
     account: AccountOpt = None,
     fresh: FreshOpt = False,
     ledger: LedgerOpt = None,
+    live: LiveOpt = False,
     speed: Annotated[
         float | None,
         typer.Option("--speed", help="Pace the simulated market at N times real time (default: flat out)."),
@@ -95,7 +100,7 @@ def run(
         execution_config = load_execution_config(config, algo, urgency)
         risk_config = RiskConfig.load(config)
         options = BrokerOptions(
-            broker=broker, seed=seed, account_file=account, fresh=fresh, persist=not dry_run
+            broker=broker, seed=seed, account_file=account, fresh=fresh, persist=not dry_run, live=live
         )
         if dry_run:
             preview = run_async(broker, lambda: _preview(options, execution_config, rebalance_plan))
@@ -163,12 +168,13 @@ def account(
     seed: SeedOpt = 0,
     account_file: AccountOpt = None,
     fresh: FreshOpt = False,
+    live: LiveOpt = False,
 ) -> None:
     """Show the broker's cash, buying power and positions."""
 
     def body() -> ExitCode:
         options = BrokerOptions(
-            broker=broker, seed=seed, account_file=account_file, fresh=fresh, persist=False
+            broker=broker, seed=seed, account_file=account_file, fresh=fresh, persist=False, live=live
         )
 
         async def fetch() -> tuple[Any, Any]:
@@ -228,6 +234,47 @@ def resume(ledger: LedgerOpt = None) -> None:
         finally:
             store.close()
         console.print("trading resumed" if was is not None else "trading was not halted", markup=False)
+        return ExitCode.OK
+
+    raise typer.Exit(int(guard(body)))
+
+
+@app.command()
+def sandbox(
+    port: Annotated[int, typer.Option("--port", help="TCP port to listen on.")] = DEFAULT_PORT,
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to bind (127.0.0.1 unless you mean otherwise).")
+    ] = "127.0.0.1",
+    accounts: Annotated[
+        Path | None, typer.Option("--accounts", help="YAML/JSON file of accounts, one key pair each.")
+    ] = None,
+    account_file: AccountOpt = None,
+    speed: Annotated[float, typer.Option("--speed", help="Market time runs N times faster.")] = 1.0,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option("--fault", help="Inject a fault: submit-504:N, 429-burst:N, stream-silent, ..."),
+    ] = None,
+    seed: SeedOpt = 0,
+    requests_per_minute: Annotated[
+        int, typer.Option("--requests-per-minute", help="Request budget per account.")
+    ] = 200,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Serve the simulated exchange as an Alpaca-compatible API on localhost."""
+    setup_logging(verbose)
+
+    def body() -> ExitCode:
+        sandbox_command(
+            host=host,
+            port=port,
+            accounts_file=accounts,
+            account_file=account_file,
+            speed=speed,
+            faults=fault or [],
+            seed=seed,
+            requests_per_minute=requests_per_minute,
+            on_started=lambda url: console.print(f"sandbox listening on {url}", markup=False),
+        )
         return ExitCode.OK
 
     raise typer.Exit(int(guard(body)))

@@ -18,6 +18,7 @@ from typing import Any, TextIO, TypeVar
 
 from rich.console import Console
 
+from trimtab.adapters.alpaca import AlpacaBroker
 from trimtab.adapters.clock import SystemClock
 from trimtab.adapters.ledger import SqlLedger, default_ledger_url
 from trimtab.adapters.sim import SimBroker
@@ -93,6 +94,7 @@ class BrokerOptions:
     account_file: Path | None = None
     fresh: bool = False
     persist: bool = True
+    live: bool = False
 
 
 def sim_market_date() -> date:
@@ -128,8 +130,15 @@ async def open_broker(options: BrokerOptions, home: Path | None = None) -> Async
     process is refused), saved as its orders fill and when the block ends.
     """
     home = home or trimtab_home()
+    if options.broker == "alpaca":
+        # Credentials come from APCA_* variables; paper unless --live. No I/O here: the
+        # Executor (or the caller) starts and closes it.
+        yield AlpacaBroker.from_environment(live=options.live)
+        return
     if options.broker != "sim":
-        raise ConfigurationError(f"unknown broker {options.broker!r}: this version supports sim")
+        raise ConfigurationError(f"unknown broker {options.broker!r}: choose sim or alpaca")
+    if options.live:
+        raise ConfigurationError("--live applies to --broker alpaca only")
     if not options.persist:
         yield make_sim_broker(options, home)
         return

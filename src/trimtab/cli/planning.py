@@ -318,6 +318,7 @@ def rebalance_command(
             account_file=options.account_file,
             fresh=options.fresh,
             persist=False,
+            live=options.live,
         )
         planned = run_async(
             options.broker,
@@ -545,6 +546,9 @@ def register(app: typer.Typer) -> None:
         account: AccountOpt = None,
         fresh: FreshOpt = False,
         config: ConfigOpt = None,
+        live: Annotated[
+            bool, typer.Option("--live", help="Trade the live Alpaca account (paper is the default).")
+        ] = False,
         algo: Annotated[str | None, typer.Option("--algo", help="smart (default) or market.")] = None,
         urgency: Annotated[
             str | None, typer.Option("--urgency", help="Default urgency: LOW, NORMAL or HIGH.")
@@ -573,7 +577,12 @@ def register(app: typer.Typer) -> None:
                 plan_id=plan_id,
                 correlation_id=correlation_id,
                 broker_options=BrokerOptions(
-                    broker=broker, seed=seed, account_file=account, fresh=fresh, persist=not dry_run
+                    broker=broker,
+                    seed=seed,
+                    account_file=account,
+                    fresh=fresh,
+                    persist=not dry_run,
+                    live=live,
                 ),
                 planner_config=planner_config,
                 execution_config=execution_config,

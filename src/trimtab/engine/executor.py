@@ -343,6 +343,7 @@ class Executor:
             )
             self._tracker.listeners.append(journal.event)
             self._quotes.retry_stream()
+            self._quotes.observe(journal.quote_observer)
             phases = asyncio.create_task(self._run_phases(run, session, resume_from))
             keeper = asyncio.create_task(self._supervise(journal, run, phases)) if journal.enabled else None
             log.info("plan started items=%d algo=%s", len(plan.items), self._algorithm.name)
@@ -492,6 +493,13 @@ class Executor:
         if not active:
             run.message = "nothing to trade: every item is HOLD"
             return
+        if not self._risk.config.extended_hours:
+            market = await self._call(self._broker.get_market_clock)
+            if not market.is_open:
+                raise SafetyRefusalError(
+                    f"the market is closed (it opens {market.next_open.isoformat()}); nothing was sent. "
+                    "Set extended_hours to trade outside regular hours"
+                )
         account = await self._call(self._broker.get_account)
         positions = await self._call(self._broker.get_positions)
         assets = await self._call(lambda: self._broker.get_assets(symbols))

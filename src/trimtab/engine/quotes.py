@@ -16,6 +16,14 @@ log = get_logger(__name__)
 
 QuoteWatcher = Callable[[Quote], None]
 
+MARKOUT_LINGER = 65.0
+"""Seconds a symbol's stream stays open after its last release while quotes are observed
+(recorded): long enough to see the market 60 s after the last fill (markouts)."""
+
+MAX_LINGERING = 64
+"""At most this many released streams linger at once; the oldest is closed first
+(brokers cap the symbols one connection may stream)."""
+
 
 class QuoteService:
     """Serves usable quotes to the order algorithms.
@@ -28,6 +36,11 @@ class QuoteService:
     counted), never for a whole plan at once: brokers cap the symbols one connection may
     stream. A stream that cannot start is recorded once (stream_error) and the algorithms
     fall back to market orders.
+
+    An observer (see observe) sees every quote the service receives, streamed or fetched;
+    while one is set, a released stream lingers for `linger` seconds (at most
+    `max_lingering` of them), so the market after an order's last fill is observed too.
+    Shutdown (stop) closes lingering streams at once.
     """
 
     def __init__(self, feed: QuoteFeed | None, clock: Clock, config: ExecutionConfig) -> None:
@@ -37,7 +50,18 @@ class QuoteService:
         self._latest: dict[str, Quote] = {}
         self._watchers: dict[str, list[QuoteWatcher]] = {}
         self._refs: dict[str, int] = {}
+        self._observer: QuoteWatcher | None = None
+        self._lingering: dict[str, asyncio.Task[None]] = {}
+        self.linger = MARKOUT_LINGER
+        self.max_lingering = MAX_LINGERING
         self.stream_error: str | None = None if feed is not None else "the broker has no quote feed"
+
+    def observe(self, observer: QuoteWatcher | None) -> None:
+        """Pass every quote received from now on to observer (None: to nobody).
+
+        One observer at a time: the journal of the plan being run, which records them.
+        """
+        self._observer = observer
 
     @property
     def streaming(self) -> bool:
@@ -55,6 +79,10 @@ class QuoteService:
         count = self._refs.get(symbol, 0)
         self._refs[symbol] = count + 1
         if count > 0:
+            return True
+        lingering = self._lingering.pop(symbol, None)
+        if lingering is not None:
+            lingering.cancel()  # still subscribed: keep the stream
             return True
         try:
             await self._feed.subscribe_quotes([symbol], self._on_quote)
@@ -75,10 +103,28 @@ class QuoteService:
             self._refs[symbol] = count - 1
             return
         del self._refs[symbol]
-        await self._unsubscribe([symbol])
+        if self._observer is None or self.linger <= 0 or self.max_lingering <= 0:
+            await self._unsubscribe([symbol])
+            return
+        if len(self._lingering) >= self.max_lingering:
+            oldest = next(iter(self._lingering))
+            self._lingering.pop(oldest).cancel()
+            await self._unsubscribe([oldest])
+        self._lingering[symbol] = asyncio.create_task(self._unsubscribe_later(symbol))
+
+    async def _unsubscribe_later(self, symbol: str) -> None:
+        await asyncio.sleep(self.linger)
+        if self._lingering.get(symbol) is asyncio.current_task():
+            del self._lingering[symbol]
+            await self._unsubscribe([symbol])
 
     async def stop(self) -> None:
-        symbols = sorted(self._refs)
+        lingering = list(self._lingering.items())
+        self._lingering.clear()
+        for _, task in lingering:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in lingering), return_exceptions=True)
+        symbols = sorted(set(self._refs) | {symbol for symbol, _ in lingering})
         self._refs.clear()
         await self._unsubscribe(symbols)
 
@@ -92,6 +138,8 @@ class QuoteService:
 
     def _on_quote(self, quote: Quote) -> None:
         self._latest[quote.symbol] = quote
+        if self._observer is not None:
+            self._observer(quote)
         for watcher in self._watchers.get(quote.symbol, ()):
             watcher(quote)
 
@@ -125,6 +173,8 @@ class QuoteService:
             if fresh is not None:
                 self._latest[symbol] = fresh
                 quote = fresh
+                if self._observer is not None:
+                    self._observer(fresh)
             problem = self.problem(quote)
             if problem is None:
                 return quote, None
