@@ -163,6 +163,9 @@ def test_an_open_order_of_the_other_side_keeps_the_symbol_out() -> None:
     assert order.skipped
     assert "wash trade" in (order.skip_reason or "")
     assert {e.order.client_order_id for e in log.events} == {"mine-1"}
+    # The account's own order is not the executor's to cancel.
+    still_open = run_virtual(sim.list_open_orders())
+    assert [o.client_order_id for o in still_open] == ["mine-1"]
 
 
 def test_non_fractionable_buy_floors_and_a_zero_result_is_a_skip() -> None:

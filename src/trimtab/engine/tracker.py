@@ -81,7 +81,10 @@ class OrderTracker:
             tracked.done.set()
 
     def _on_event(self, event: OrderEvent) -> None:
-        tracked = self.register(event.order.client_order_id)
+        tracked = self._orders.get(event.order.client_order_id)
+        if tracked is None:
+            # Not one of ours (the account's other orders): never track, never cancel it.
+            return
         tracked.events.append(event)
         self.update(event.order)
         for listener in self.listeners:
