@@ -202,3 +202,18 @@ def test_resume_in_process_after_an_interruption(tmp_path: Path) -> None:
     assert order.attempts[0].filled_qty > 0  # the interrupted run's fill is counted
     cids = [a.client_order_id for a in order.attempts]
     assert len(cids) == len(set(cids))
+
+
+def test_fills_learned_by_rest_are_in_the_ledger_too(tmp_path: Path) -> None:
+    """With the order stream silent the executor learns the fill from a REST answer; the
+    ledger must still hold it (the daily cap and reports count the ledger's fills)."""
+    sim = broker(positions={"AAA": "40"})
+    sim.silence_order_stream()
+    ledger = SqlLedger(default_ledger_url(tmp_path))
+    config = ExecutionConfig(algo="market", market_order_timeout=5, order_ack_timeout=2)
+    result = execute(sim, plan("silent", sell("AAA")), config, ledger=ledger)
+    order = result.orders[0]
+    assert order.filled_shares == D(40)
+    fills = ledger.fills("silent")
+    assert sum((f.qty for f in fills), D(0)) == D(40)
+    ledger.close()

@@ -132,6 +132,29 @@ def test_a_session_saved_late_continues_next_weekday() -> None:
     assert continue_session(early, early).astimezone(NY).time() == time(10, 0)
 
 
+def test_load_on_a_holiday_or_a_weekend_starts_on_the_next_trading_day(tmp_path: Path) -> None:
+    path = tmp_path / "a.json"
+    SimBroker(market_date=date(2026, 11, 25)).save(path)
+    thanksgiving = SimBroker.load(path, market_date=date(2026, 11, 26))
+    assert thanksgiving.start_time.astimezone(NY) == datetime(2026, 11, 27, 10, 0, tzinfo=NY)
+    saturday = SimBroker.load(path, market_date=date(2026, 11, 28))
+    assert saturday.start_time.astimezone(NY) == datetime(2026, 11, 30, 10, 0, tzinfo=NY)
+
+
+def test_a_session_saved_near_an_early_close_continues_next_trading_day(tmp_path: Path) -> None:
+    path = tmp_path / "a.json"
+    broker = SimBroker(start=datetime(2026, 11, 27, 12, 40, tzinfo=NY))
+
+    async def main() -> None:
+        await broker.start()
+        await asyncio.sleep(600)  # 12:50: ten minutes before the 13:00 close
+
+    run_virtual(main())
+    broker.save(path)
+    loaded = SimBroker.load(path, market_date=date(2026, 11, 27))
+    assert loaded.start_time.astimezone(NY) == datetime(2026, 11, 30, 10, 0, tzinfo=NY)
+
+
 def test_load_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         SimBroker.load(tmp_path / "missing.json")

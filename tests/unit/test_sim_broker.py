@@ -1105,3 +1105,184 @@ def test_broker_quotes_are_the_exogenous_path_when_we_do_not_trade() -> None:
         top = path.quote(int(at // 0.5))
         assert (quote.bid, quote.ask) == (top.bid * tick, top.ask * tick)
         assert (quote.bid_size, quote.ask_size) == (D(top.bid_size), D(top.ask_size))
+
+
+# -- the calendar: market clock, closed market, early closes ----------------------------------------
+
+
+def test_get_market_clock_is_a_request_and_follows_virtual_time() -> None:
+    broker = make(start=datetime(2026, 3, 6, 15, 0, tzinfo=NY))  # a Friday
+
+    async def main() -> list[tuple[bool, datetime, datetime]]:
+        seen = []
+        for wait in (0, 3600):
+            await asyncio.sleep(wait)
+            clock = await broker.get_market_clock()
+            assert abs((clock.timestamp - broker.clock.now()).total_seconds()) <= 2 * LATENCY
+            seen.append((clock.is_open, clock.next_open, clock.next_close))
+        return seen
+
+    assert run(main) == [
+        (True, datetime(2026, 3, 9, 9, 30, tzinfo=NY), datetime(2026, 3, 6, 16, 0, tzinfo=NY)),
+        (False, datetime(2026, 3, 9, 9, 30, tzinfo=NY), datetime(2026, 3, 9, 16, 0, tzinfo=NY)),
+    ]
+    assert broker.requests_made == 2
+
+
+def test_get_market_clock_respects_the_request_budget() -> None:
+    broker = make(request_budget=1)
+
+    async def main() -> None:
+        await broker.get_market_clock()
+        with pytest.raises(RateLimitedError):
+            await broker.get_market_clock()
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    ("market_date", "start"),
+    [
+        (date(2026, 3, 7), datetime(2026, 3, 9, 10, 0, tzinfo=NY)),  # a Saturday
+        (date(2026, 3, 8), datetime(2026, 3, 9, 10, 0, tzinfo=NY)),  # a Sunday
+        (date(2026, 4, 3), datetime(2026, 4, 6, 10, 0, tzinfo=NY)),  # Good Friday
+        (date(2026, 11, 26), datetime(2026, 11, 27, 10, 0, tzinfo=NY)),  # Thanksgiving
+    ],
+)
+def test_a_closed_market_date_starts_on_the_next_trading_day(market_date: date, start: datetime) -> None:
+    broker = make(market_date=market_date)
+    assert broker.start_time == start
+
+
+def test_a_start_after_hours_moves_to_ten_on_the_next_trading_day() -> None:
+    monday_ten = datetime(2026, 3, 9, 10, tzinfo=NY)
+    assert make(start=datetime(2026, 3, 6, 18, 0, tzinfo=NY)).start_time == monday_ten  # Friday evening
+    assert make(start=datetime(2026, 3, 9, 6, 0, tzinfo=NY)).start_time == monday_ten
+    inside = datetime(2026, 3, 9, 9, 31, tzinfo=NY)
+    assert make(start=inside).start_time == inside
+
+
+def test_the_default_session_is_open() -> None:
+    broker = make()
+
+    async def main() -> bool:
+        return (await broker.get_market_clock()).is_open
+
+    assert run(main)
+
+
+def test_day_orders_expire_at_an_early_close_and_later_orders_are_refused() -> None:
+    broker = make(start=datetime(2026, 11, 27, 12, 58, tzinfo=NY))  # the day after Thanksgiving
+    events = Events(broker)
+
+    async def after_close() -> None:
+        snap = await broker.submit_order(order("d1", Side.BUY, 10, "90.00"))
+        await asyncio.sleep(180)
+        final = await broker.get_order(snap.broker_order_id)
+        assert final.status is S.EXPIRED
+        assert final.updated_at == datetime(2026, 11, 27, 13, 0, tzinfo=NY)
+
+    message = reject(broker, order("d2", Side.BUY, 1, "90.00"), InvalidOrderError, after_close)
+    assert "closed" in message
+    assert "2026-11-30T09:30:00-05:00" in message
+    assert events.kinds("d1") == [K.ACCEPTED, K.EXPIRED]
+
+
+def test_orders_are_accepted_again_when_the_market_reopens() -> None:
+    broker = make(start=datetime(2026, 3, 6, 15, 59, tzinfo=NY))  # Friday
+
+    async def main() -> OrderStatus:
+        await broker.start()  # the market starts when the broker is first used
+        await asyncio.sleep(120)
+        with pytest.raises(InvalidOrderError, match="closed"):
+            await broker.submit_order(order("w1", Side.BUY, 1, "90.00"))
+        await asyncio.sleep((datetime(2026, 3, 9, 9, 31, tzinfo=NY) - broker.clock.now()).total_seconds())
+        snap = await broker.submit_order(order("w2", Side.BUY, 1, "90.00"))
+        return snap.status
+
+    assert run(main) is S.ACCEPTED
+
+
+def test_gtc_orders_survive_the_close_and_do_not_fill_while_closed() -> None:
+    broker = make(start=datetime(2026, 3, 6, 15, 59, tzinfo=NY))
+    events = Events(broker)
+
+    async def main() -> list[Decimal]:
+        pin(broker)
+        snap = await broker.submit_order(order("g1", Side.BUY, 100, "100.00", tif=TimeInForce.GTC))
+        await broker.submit_order(order("d1", Side.BUY, 100, "100.00"))
+        await asyncio.sleep(120)  # closed
+        filled = [(await broker.get_order(snap.broker_order_id)).filled_qty]
+        broker.inject_trade("AAA", 1000, at="bid")
+        await settle()
+        filled.append((await broker.get_order(snap.broker_order_id)).filled_qty)
+        await asyncio.sleep((datetime(2026, 3, 9, 9, 31, tzinfo=NY) - broker.clock.now()).total_seconds())
+        broker.inject_trade("AAA", 250, at="bid")  # 200 ahead of us, then 50 for us
+        await settle()
+        filled.append((await broker.get_order(snap.broker_order_id)).filled_qty)
+        return filled
+
+    assert run(main) == [D(0), D(0), D(50)]
+    assert events.kinds("d1") == [K.ACCEPTED, K.EXPIRED]
+
+
+# -- closing dust ------------------------------------------------------------------------------------
+
+
+def test_a_sell_of_the_whole_position_below_one_dollar_is_accepted() -> None:
+    broker = make(positions={"AAA": D("0.004")})
+    events = Events(broker)
+
+    async def main() -> OrderSnapshot:
+        pin(broker)
+        snap = await broker.submit_order(order("dust", Side.SELL, "0.004"))
+        await settle()
+        return await broker.get_order(snap.broker_order_id)
+
+    final = run(main)
+    assert final.status is S.FILLED
+    assert events.fills("dust") == [(D("0.004"), D("100.00"))]
+
+
+def test_a_limit_sell_of_the_whole_position_below_one_dollar_is_accepted() -> None:
+    broker = make(positions={"AAA": D("0.0049")})
+
+    async def main() -> OrderSnapshot:
+        pin(broker)
+        return await broker.submit_order(order("dust", Side.SELL, "0.0049", "100.05"))
+
+    assert run(main).status is S.ACCEPTED
+
+
+def test_other_fractional_orders_below_one_dollar_are_still_refused() -> None:
+    broker = make(positions={"AAA": D("0.004")})
+    # Part of the position, more than it, and a buy of the same size.
+    assert "$1" in reject(broker, order("p", Side.SELL, "0.003"), InvalidOrderError, _pin_async(broker))
+    assert "$1" in reject(broker, order("b", Side.BUY, "0.004"), InvalidOrderError)
+    message = reject(broker, order("m", Side.SELL, "0.005"), InvalidOrderError)
+    assert "0.005" in message
+
+
+def test_dust_counts_against_what_is_available_not_the_whole_position() -> None:
+    broker = make(positions={"AAA": D("1.004")})
+
+    async def first() -> None:
+        pin(broker)
+        await broker.submit_order(order("s1", Side.SELL, 1, "150.00"))  # holds 1 share
+
+    async def main() -> OrderSnapshot:
+        await first()
+        return await broker.submit_order(order("s2", Side.SELL, "0.004", "150.00"))
+
+    # The rest after the open sell is exactly 0.004: it closes the position.
+    assert run(main).status is S.ACCEPTED
+    broker = make(positions={"AAA": D("1.004")})
+    # Without the open sell, 0.004 is only part of the position.
+    assert "$1" in reject(broker, order("s3", Side.SELL, "0.004", "150.00"), InvalidOrderError)
+
+
+def _pin_async(broker: SimBroker) -> Callable[[], Awaitable[None]]:
+    async def pin_now() -> None:
+        pin(broker)
+
+    return pin_now

@@ -13,7 +13,8 @@ from rich.progress import BarColumn, Progress, TextColumn
 from trimtab.adapters.clock import SystemClock
 from trimtab.adapters.sandbox import DEFAULT_PORT, sandbox_command
 from trimtab.cli import ledger as ledger_commands
-from trimtab.cli import planning
+from trimtab.cli import planning, scale
+from trimtab.cli import report as report_commands
 from trimtab.cli.common import (
     BrokerOptions,
     ExitCode,
@@ -288,6 +289,8 @@ def home() -> None:
 
 planning.register(app)
 ledger_commands.register(app)
+report_commands.register(app)
+scale.register(app)
 
 
 def main() -> None:

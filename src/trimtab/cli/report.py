@@ -112,8 +112,19 @@ def _print_summary(costs: PlanCosts) -> None:
         summary.add_row(label, *values)
     console.print(summary)
     orders = Table(title="Orders", title_justify="left")
-    for column in ("symbol", "side", "status", "filled", "avg price", "arrival cost", "shortfall", "capture",
-                   *(f"mo {h}s" for h in HORIZONS), "to fill", "sent"):
+    for column in (
+        "symbol",
+        "side",
+        "status",
+        "filled",
+        "avg price",
+        "arrival cost",
+        "shortfall",
+        "capture",
+        *(f"mo {h}s" for h in HORIZONS),
+        "to fill",
+        "sent",
+    ):
         orders.add_column(column, justify="left" if column in ("symbol", "side", "status") else "right")
     for o in costs.orders:
         orders.add_row(
@@ -131,11 +142,12 @@ def _print_summary(costs: PlanCosts) -> None:
         )
     console.print(orders)
     for item in costs.skipped:
-        console.print(f"{item.symbol} {item.action}: {item.reason}", markup=False, highlight=False)
+        console.print(f"{item.symbol} not traded: {item.reason}", markup=False, highlight=False)
     missing = [h for h in HORIZONS if costs.total.markouts_bps.get(h) is None and costs.total.filled_notional]
     if missing:
         console.print(
-            "markouts at " + ", ".join(f"{h} s" for h in missing)
+            "markouts at "
+            + ", ".join(f"{h} s" for h in missing)
             + ": no quotes were recorded that long after the fills (shown as -)",
             markup=False,
             highlight=False,

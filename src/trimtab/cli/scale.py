@@ -114,7 +114,9 @@ def worker(
             "(default: wait for them).",
         ),
     ] = None,
-    burst: Annotated[bool, typer.Option("--burst", help="Stop once no job is ready.")] = False,
+    burst: Annotated[
+        bool, typer.Option("--burst", help="Stop once no plan is waiting or running in the queue.")
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Run queued plans until stopped (Ctrl-C or SIGTERM)."""

@@ -23,7 +23,7 @@ from trimtab.domain.errors import (
     TrimtabError,
 )
 from trimtab.domain.money import BPS, ONE, ZERO, money
-from trimtab.domain.orders import ClientOrderId, OrderEvent, OrderEventKind, OrderSnapshot, Side
+from trimtab.domain.orders import ClientOrderId, OrderSnapshot, Side
 from trimtab.domain.plan import Action, RebalancePlan, RebalancePlanItem
 from trimtab.domain.quotes import Quote
 from trimtab.domain.results import (
@@ -38,7 +38,7 @@ from trimtab.domain.results import (
 from trimtab.engine.algos import SmartAlgorithm, ladder_price
 from trimtab.engine.algos import algorithm as make_algorithm
 from trimtab.engine.config import ExecutionConfig
-from trimtab.engine.journal import Journal
+from trimtab.engine.journal import Journal, reconciled_fill
 from trimtab.engine.quotes import QuoteService
 from trimtab.engine.risk import RiskConfig, RiskGuard
 from trimtab.engine.sizing import SizedItem, buy_budget, size_buys, size_sell
@@ -381,6 +381,9 @@ class Executor:
             if self._quotes.stream_error and isinstance(self._algorithm, SmartAlgorithm):
                 run.warnings.append(f"{self._quotes.stream_error}; orders sent as market orders")
             result = run.build(self._clock.now(), self._tracker, session, self._broker.requests_made)
+            journal.record_missing_fills(
+                (t.snapshot for t in self._tracker.tracked() if t.snapshot is not None), self._clock.now()
+            )
             journal.finish(result)
             log_level = log.info if result.success else log.warning
             log_level(
@@ -471,9 +474,10 @@ class Executor:
             if snapshot.status.is_open and not await session.cancel(record):
                 raise LeaseLostError(f"order {cid} of the interrupted run could not be cancelled")
             final = record.snapshot or snapshot
+            session.journal.note_filled(cid, recorded_fills.get(cid, ZERO))
             missing = final.filled_qty - recorded_fills.get(cid, ZERO)
             if missing > ZERO:
-                session.journal.event(_reconciled_fill(final, missing, self._clock.now()))
+                session.journal.event(reconciled_fill(final, missing, self._clock.now()))
         for symbol, count in counts.items():
             session.reserve_attempts(symbol, count)
         log.info("reconciled interrupted plan intents=%d symbols=%d", len(intents), len(prior))
@@ -863,19 +867,6 @@ def _adopt_prior(phase: PhaseRun, prior: dict[str, PriorWork]) -> None:
         work = prior.get(item_run.item.symbol)
         if work is not None and item_run.outcome is None:
             item_run.outcome = WorkOutcome(attempts=list(work.attempts))
-
-
-def _reconciled_fill(snapshot: OrderSnapshot, qty: Decimal, now: datetime) -> OrderEvent:
-    """A fill the broker reports that the ledger missed (it arrived after the last commit)."""
-    kind = OrderEventKind.FILL if snapshot.filled_qty >= snapshot.qty else OrderEventKind.PARTIAL_FILL
-    return OrderEvent(
-        kind=kind,
-        order=snapshot,
-        timestamp=now,
-        fill_qty=qty,
-        fill_price=snapshot.filled_avg_price,
-        reason="reconciled with the broker",
-    )
 
 
 def _phase_stats(phase: PhaseRun, orders: Sequence[OrderResult]) -> PhaseStats:

@@ -5,10 +5,12 @@ Without a ledger every method does nothing, so the engine has one code path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import timedelta
+import bisect
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
 
-from trimtab.domain.orders import ClientOrderId, OrderEvent, OrderRequest, OrderSnapshot
+from trimtab.domain.orders import ClientOrderId, OrderEvent, OrderEventKind, OrderRequest, OrderSnapshot
 from trimtab.domain.quotes import Quote
 from trimtab.domain.results import ExecutionResult, ExecutionStatus
 from trimtab.logs import get_logger
@@ -20,7 +22,12 @@ log = get_logger(__name__)
 _ORDER = list(PlanState)
 
 QUOTE_HEARTBEAT = timedelta(seconds=1)
-"""A quote whose touch prices did not change is recorded at most this often per symbol."""
+"""While a symbol is worked, a quote whose touch prices did not change is recorded at most
+this often (it says the touch still held, which the markouts need)."""
+
+MARKOUT_HORIZONS = (timedelta(seconds=1), timedelta(seconds=10), timedelta(seconds=60))
+"""After a symbol's orders are done, only the market at these times after each fill is
+recorded (what TCA's markouts read), not every quote of a lingering stream."""
 
 
 class Journal:
@@ -44,7 +51,11 @@ class Journal:
         self.lease_ttl = timedelta(seconds=lease_ttl)
         self.state = state
         self.client_order_ids: set[ClientOrderId] = set()
-        self._last_quotes: dict[str, Quote] = {}
+        self._last_quotes: dict[str, Quote] = {}  # the last quote recorded per symbol
+        self._open: dict[str, set[ClientOrderId]] = {}  # orders not yet final per symbol
+        self._targets: dict[str, list[datetime]] = {}  # markout times still to record
+        self._held: dict[str, Quote] = {}  # the latest quote seen but not recorded
+        self._filled: dict[ClientOrderId, Decimal] = {}  # cumulative fill qty recorded per order
 
     @property
     def enabled(self) -> bool:
@@ -61,6 +72,7 @@ class Journal:
     def intent(self, request: OrderRequest, step: int, quote: Quote | None) -> None:
         """Durably record an order about to be sent."""
         self.client_order_ids.add(request.client_order_id)
+        self._open.setdefault(request.symbol, set()).add(request.client_order_id)
         if request.symbol not in self._last_quotes and quote is not None:
             self._last_quotes[request.symbol] = quote
         if self.ledger is not None:
@@ -71,8 +83,35 @@ class Journal:
             self.ledger.record_order(self.plan_id, snapshot)
 
     def event(self, event: OrderEvent) -> None:
-        if self.ledger is not None and event.order.client_order_id in self.client_order_ids:
-            self.ledger.record_event(self.plan_id, event)
+        order = event.order
+        if self.ledger is None or order.client_order_id not in self.client_order_ids:
+            return
+        self.ledger.record_event(self.plan_id, event)
+        if event.fill_qty is not None and event.fill_qty > 0:
+            cid = order.client_order_id
+            self._filled[cid] = max(self._filled.get(cid, Decimal(0)), order.filled_qty)
+            targets = self._targets.setdefault(order.symbol, [])
+            for horizon in MARKOUT_HORIZONS:
+                bisect.insort(targets, event.timestamp + horizon)
+        if order.status.is_terminal:
+            self._open.get(order.symbol, set()).discard(order.client_order_id)
+
+    def note_filled(self, client_order_id: ClientOrderId, qty: Decimal) -> None:
+        """What the ledger already holds for an order (from an interrupted run)."""
+        self._filled[client_order_id] = max(self._filled.get(client_order_id, Decimal(0)), qty)
+
+    def record_missing_fills(self, snapshots: Iterable[OrderSnapshot], now: datetime) -> None:
+        """Record fills the broker reported (a REST answer) whose stream event never reached
+        the ledger before the run ended, so the ledger's fills match the result."""
+        if self.ledger is None:
+            return
+        for snapshot in snapshots:
+            cid = snapshot.client_order_id
+            if cid not in self.client_order_ids:
+                continue
+            missing = snapshot.filled_qty - self._filled.get(cid, Decimal(0))
+            if missing > 0:
+                self.event(reconciled_fill(snapshot, missing, now))
 
     @property
     def quote_observer(self) -> Callable[[Quote], None] | None:
@@ -82,19 +121,41 @@ class Journal:
     def quote(self, quote: Quote) -> None:
         """Record a quote of a symbol this plan has sent orders for, throttled.
 
-        Every change of the bid or ask price is kept (the charts and markouts need the
-        touch); a change of the displayed sizes alone at most once per QUOTE_HEARTBEAT.
-        Quotes of other symbols (a stream still lingering from an earlier plan) are not
-        this plan's and are dropped.
+        While an order of the symbol is open, every change of the bid or ask price is kept
+        (the charts need the touch), other quotes at most once per QUOTE_HEARTBEAT. Once
+        its orders are done (the stream lingers for the markouts), only the quotes that
+        show the market at MARKOUT_HORIZONS after each fill: the one prevailing then and
+        the first one after it. Quotes of other symbols (a stream still lingering from an
+        earlier plan) are not this plan's and are dropped.
         """
-        last = self._last_quotes.get(quote.symbol)
+        symbol = quote.symbol
+        last = self._last_quotes.get(symbol)
         if last is None or self.ledger is None or quote.timestamp < last.timestamp:
             return
-        if quote.bid == last.bid and quote.ask == last.ask and (
-            quote.timestamp - last.timestamp < QUOTE_HEARTBEAT
-            or (quote.bid_size == last.bid_size and quote.ask_size == last.ask_size)
-        ):
+        if self._open.get(symbol):
+            if (
+                quote.bid == last.bid
+                and quote.ask == last.ask
+                and quote.timestamp - last.timestamp < QUOTE_HEARTBEAT
+            ):
+                return
+            self._held.pop(symbol, None)
+            self._record(quote)
             return
+        targets = self._targets.get(symbol)
+        if not targets:
+            return
+        if quote.timestamp < targets[0]:
+            self._held[symbol] = quote
+            return
+        held = self._held.pop(symbol, None)
+        if held is not None:
+            self._record(held)  # the quote that prevailed at the target
+        self._record(quote)  # the market was seen past it
+        del targets[: bisect.bisect_right(targets, quote.timestamp)]
+
+    def _record(self, quote: Quote) -> None:
+        assert self.ledger is not None
         self._last_quotes[quote.symbol] = quote
         self.ledger.record_quote(self.plan_id, quote)
 
@@ -119,3 +180,16 @@ class Journal:
         self.ledger.flush()
         if not self.ledger.release_lease(self.plan_id, self.owner, now=self._lease_clock.now(), note=note):
             log.warning("lease already gone at release owner=%s", self.owner)
+
+
+def reconciled_fill(snapshot: OrderSnapshot, qty: Decimal, now: datetime) -> OrderEvent:
+    """A fill the broker reports that the ledger has not recorded."""
+    kind = OrderEventKind.FILL if snapshot.filled_qty >= snapshot.qty else OrderEventKind.PARTIAL_FILL
+    return OrderEvent(
+        kind=kind,
+        order=snapshot,
+        timestamp=now,
+        fill_qty=qty,
+        fill_price=snapshot.filled_avg_price,
+        reason="reconciled with the broker",
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 
 from trimtab.domain.errors import QuoteStreamError, RateLimitedError, RetryableError
 from trimtab.domain.quotes import Quote
@@ -21,8 +22,8 @@ MARKOUT_LINGER = 65.0
 (recorded): long enough to see the market 60 s after the last fill (markouts)."""
 
 MAX_LINGERING = 64
-"""At most this many released streams linger at once; the oldest is closed first
-(brokers cap the symbols one connection may stream)."""
+"""At most this many released streams linger at once; the oldest is closed first (brokers
+cap the symbols one connection may stream, and each stream costs CPU)."""
 
 
 class QuoteService:
@@ -37,10 +38,11 @@ class QuoteService:
     stream. A stream that cannot start is recorded once (stream_error) and the algorithms
     fall back to market orders.
 
-    An observer (see observe) sees every quote the service receives, streamed or fetched;
-    while one is set, a released stream lingers for `linger` seconds (at most
-    `max_lingering` of them), so the market after an order's last fill is observed too.
-    Shutdown (stop) closes lingering streams at once.
+    An observer (see observe) sees every quote the service receives, streamed or fetched,
+    and, when a stream closes, its latest quote stamped with the closing time (it still
+    held then). While an observer is set, a released stream lingers for `linger` seconds
+    (at most `max_lingering` of them), so the market after an order's last fill is
+    observed too. Shutdown (stop) closes lingering streams at once.
     """
 
     def __init__(self, feed: QuoteFeed | None, clock: Clock, config: ExecutionConfig) -> None:
@@ -131,10 +133,25 @@ class QuoteService:
     async def _unsubscribe(self, symbols: list[str]) -> None:
         if self._feed is None or not symbols:
             return
+        self._mark_end(symbols)
         try:
             await self._feed.unsubscribe_quotes(symbols, self._on_quote)
         except (ConnectionError, TimeoutError, OSError, RetryableError) as exc:
             log.warning("quote unsubscribe failed reason=%s", exc)
+
+    def _mark_end(self, symbols: list[str]) -> None:
+        """Tell the observer how long each stream was seen: its latest quote, as of now.
+
+        A stream sends changes only, so without this a quiet market and a closed stream
+        look alike in the record; the markouts need to know the quote still held.
+        """
+        if self._observer is None:
+            return
+        now = self._clock.now()
+        for symbol in symbols:
+            latest = self._latest.get(symbol)
+            if latest is not None and latest.timestamp < now:
+                self._observer(replace(latest, timestamp=now))
 
     def _on_quote(self, quote: Quote) -> None:
         self._latest[quote.symbol] = quote

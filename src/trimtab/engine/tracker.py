@@ -65,6 +65,9 @@ class OrderTracker:
     def get(self, client_order_id: ClientOrderId) -> TrackedOrder | None:
         return self._orders.get(client_order_id)
 
+    def tracked(self) -> list[TrackedOrder]:
+        return list(self._orders.values())
+
     def open_orders(self) -> list[TrackedOrder]:
         return [t for t in self._orders.values() if t.snapshot is not None and not t.is_terminal]
 

@@ -4,6 +4,9 @@ The engine calls it inline and synchronously: a local SQLite or PostgreSQL write
 well under a millisecond. Nothing here reads the wall clock; every time comes from the
 caller, so the simulated exchange can run in virtual time.
 
+Quotes of the symbols being worked are recorded too (record_quote), so the market
+around each order can be charted and each fill marked out afterwards.
+
 A plan's progress is a persisted state machine::
 
     RECEIVED -> SELLING -> SETTLING -> BUYING -> DONE
@@ -14,8 +17,8 @@ BUYING for a plan without sells); setting the state it is already in is a no-op,
 resumed plan may re-enter its phase; DONE and FAILED are final. Any other change raises
 IllegalTransitionError.
 
-Intents, orders, events and fills are append-only. Only a plan's own row changes: its
-state, its lease and, at the end, its stored result.
+Intents, orders, events, fills and quotes are append-only. Only a plan's own row
+changes: its state, its lease and, at the end, its stored result.
 
 Durable before acting: record_intent commits the intent, and everything recorded before
 it, before it returns; the engine sends the order after that. Order snapshots and events
@@ -344,6 +347,21 @@ class Ledger(Protocol):
 
     def traded_notional_since(self, since: datetime) -> Decimal:
         """Sum of qty * price over every fill at or after since, all plans, both sides."""
+        ...
+
+    # --- the market around the plan's orders (charts and markouts of the report) ---
+
+    def record_quote(self, plan_id: str, quote: Quote) -> None:
+        """Record a quote of a symbol the plan is working, as the stream delivered it.
+
+        The caller throttles (the engine's Journal keeps every change of the touch and at
+        most one other quote per symbol per second). Durable at the next commit point (see
+        flush), like order events; a quote lost in a crash is only a gap in a chart.
+        """
+        ...
+
+    def quotes(self, plan_id: str) -> list[Quote]:
+        """The plan's recorded quotes, in the order they were recorded ([] for none)."""
         ...
 
     # --- flags (kill switch and the like) ---

@@ -1,8 +1,8 @@
 """Export a ledger as JSON Lines, to a local file or to S3-compatible storage.
 
 One JSON object per line, each with a "type": plan, transition, intent, order, event,
-fill. Decimals are strings, times ISO 8601 in UTC. A plan's lines come together: the
-plan first, then its transitions, intents, orders, events and fills.
+fill, quote. Decimals are strings, times ISO 8601 in UTC. A plan's lines come together:
+the plan first, then its transitions, intents, orders, events, fills and quotes.
 
 S3 destinations are s3://bucket/prefix. boto3 finds credentials, region and endpoint the
 standard way (AWS_ACCESS_KEY_ID..., AWS_ENDPOINT_URL for a local or other S3-compatible
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from trimtab.domain.orders import OrderEvent, OrderSnapshot
+from trimtab.domain.quotes import Quote
 from trimtab.ports.ledger import FillRecord, IntentRecord, Ledger, StateChange
 
 if TYPE_CHECKING:
@@ -116,6 +117,8 @@ def ledger_records(ledger: Ledger, plan_ids: Iterable[str] | None = None) -> Ite
             yield _event_record(plan_id, order_event)
         for fill in ledger.fills(plan_id):
             yield _fill_record(fill)
+        for quote in ledger.quotes(plan_id):
+            yield _quote_record(plan_id, quote)
 
 
 def _transition_record(change: StateChange) -> dict[str, Any]:
@@ -202,6 +205,19 @@ def _fill_record(fill: FillRecord) -> dict[str, Any]:
         "price": fill.price,
         "notional": fill.notional,
         "time": fill.time,
+    }
+
+
+def _quote_record(plan_id: str, quote: Quote) -> dict[str, Any]:
+    return {
+        "type": "quote",
+        "plan_id": plan_id,
+        "symbol": quote.symbol,
+        "bid": quote.bid,
+        "ask": quote.ask,
+        "bid_size": quote.bid_size,
+        "ask_size": quote.ask_size,
+        "time": quote.timestamp,
     }
 
 

@@ -237,6 +237,20 @@ fills = Table(
     Index(None, "account", "time"),
 )
 
+quotes = Table(
+    "ledger_quotes",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    _plan_ref(),
+    Column("symbol", String(32), nullable=False),
+    Column("bid", DecimalText, nullable=False),
+    Column("ask", DecimalText, nullable=False),
+    Column("bid_size", DecimalText, nullable=False),
+    Column("ask_size", DecimalText, nullable=False),
+    Column("time", UtcDateTime, nullable=False),
+    Index(None, "plan_ref"),
+)
+
 flags = Table(
     "ledger_flags",
     metadata,

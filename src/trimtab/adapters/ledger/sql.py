@@ -88,6 +88,8 @@ DEFAULT_ACCOUNT = "default"
 # Any constant works: it only has to be the same in every trimtab process.
 _PG_MIGRATION_LOCK = 0x7472696D746162  # "trimtab"
 _FILL_KINDS = frozenset({OrderEventKind.FILL, OrderEventKind.PARTIAL_FILL})
+QUOTE_BATCH = 1024
+"""Recorded quotes wait in memory for the next commit point, or until this many wait."""
 _INSERT_HISTORY = schema.plan_history.insert()
 
 
@@ -213,7 +215,7 @@ class SqlLedger:
                 hot, self._hot = self._hot, None
                 if hot is not None:
                     try:
-                        if hot.pending:
+                        if hot.has_pending:
                             hot.commit(None)
                     finally:
                         hot.close()
@@ -824,10 +826,26 @@ class SqlLedger:
             writer.add(_PendingRow(writer.row("event", values), fill_row))
             self._commit_if_full(writer)
 
-    def flush(self) -> None:
-        """Commit the order snapshots and events waiting in memory."""
+    def record_quote(self, plan_id: str, quote: Quote) -> None:
+        """Record a quote of a symbol the plan works (durable at the next commit point).
+
+        Quotes are written in batches (executemany) at the commit points of orders and
+        events, or when QUOTE_BATCH of them wait.
+        """
+        _require_aware(quote.timestamp, "quote.timestamp")
+        writer = self._hot
+        ref = self._plan_refs.get(plan_id)
+        if writer is None or ref is None or self._closed:
+            writer, ref = self._hot_writer(plan_id)
         with self._lock:
-            if self._hot is not None and self._hot.pending:
+            writer.add_quote(ref, quote)
+            if len(writer.quotes) >= QUOTE_BATCH:
+                writer.commit(None)
+
+    def flush(self) -> None:
+        """Commit the order snapshots, events and quotes waiting in memory."""
+        with self._lock:
+            if self._hot is not None and self._hot.has_pending:
                 self._hot.commit(None)
 
     # Orders and events arrive many times per order, so they skip SQLAlchemy's per-statement
@@ -894,6 +912,20 @@ class SqlLedger:
             for row in rows
         ]
 
+    def quotes(self, plan_id: str) -> list[Quote]:
+        _, rows = self._plan_rows(schema.quotes, plan_id)
+        return [
+            Quote(
+                symbol=row.symbol,
+                bid=row.bid,
+                ask=row.ask,
+                bid_size=row.bid_size,
+                ask_size=row.ask_size,
+                timestamp=row.time,
+            )
+            for row in rows
+        ]
+
     def traded_notional_since(self, since: datetime) -> Decimal:
         """Sum of qty * price of every fill of this account at or after since."""
         _require_aware(since, "since")
@@ -940,13 +972,16 @@ class _Prepared:
 
     __slots__ = ("processors", "sql")
 
-    def __init__(self, table: Table, dialect: Dialect, unique: Sequence[str] | None) -> None:
+    def __init__(
+        self, table: Table, dialect: Dialect, unique: Sequence[str] | None, *, returning: bool = True
+    ) -> None:
         insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
         columns = [column for column in table.columns if column.name != "id"]
         stmt = insert(table).values({c.name: bindparam(c.name, type_=c.type) for c in columns})
         if unique is not None:
             stmt = stmt.on_conflict_do_nothing(index_elements=list(unique))
-        self.sql = stmt.returning(table.c.id).compile(dialect=dialect).string
+        compiled = stmt.returning(table.c.id) if returning else stmt
+        self.sql = compiled.compile(dialect=dialect).string
         self.processors = tuple(
             (column.name, column.type.dialect_impl(dialect).bind_processor(dialect))
             for column in columns
@@ -983,6 +1018,9 @@ class _HotWriter:
             "event": _Prepared(schema.events, dialect, None),
             "fill": _Prepared(schema.fills, dialect, ("plan_ref", "broker_order_id", "cum_qty_key")),
         }
+        # Quotes need no ids back: they go in one executemany per commit.
+        self._quote = _Prepared(schema.quotes, dialect, None, returning=False)
+        self._quote_time = dict(self._quote.processors)["time"]
         dbapi = engine.dialect.loaded_dbapi
         self._connection_errors: tuple[type[Exception], ...] = (
             dbapi.OperationalError,
@@ -991,6 +1029,11 @@ class _HotWriter:
         self._engine = engine
         self._connection: PoolProxiedConnection | None = None
         self.pending: list[_PendingRow] = []
+        self.quotes: list[dict[str, Any]] = []
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self.pending or self.quotes)
 
     def row(self, name: str, values: dict[str, Any]) -> tuple[_Prepared, dict[str, Any]]:
         prepared = self._statements[name]
@@ -999,8 +1042,22 @@ class _HotWriter:
     def add(self, pending: _PendingRow) -> None:
         self.pending.append(pending)
 
+    def add_quote(self, plan_ref: int, quote: Quote) -> None:
+        # The hot path of recording the market: the quote's columns converted directly
+        # (decimal text, and the time through its column's own processor), not one bind
+        # processor call per column.
+        values = (quote.bid, quote.ask, quote.bid_size, quote.ask_size)
+        if not all(value.is_finite() for value in values):
+            raise ValueError(f"the ledger stores finite decimals only, got {quote}")
+        bid, ask, bid_size, ask_size = map(str, values)
+        time = self._quote_time(quote.timestamp) if self._quote_time is not None else quote.timestamp
+        self.quotes.append(
+            {"plan_ref": plan_ref, "symbol": quote.symbol, "bid": bid, "ask": ask, "bid_size": bid_size,
+             "ask_size": ask_size, "time": time}
+        )
+
     def commit(self, last: tuple[_Prepared, dict[str, Any]] | None) -> int | None:
-        """Write the pending rows and then `last` in one transaction; the id of `last`.
+        """Write the pending rows and quotes, then `last`, in one transaction; the id of `last`.
 
         None when `last` was not written because of its unique key. On an error nothing
         is written and the pending rows stay pending.
@@ -1017,6 +1074,8 @@ class _HotWriter:
                 if pending.fill is not None:
                     prepared, params = pending.fill
                     self._insert(cursor, prepared, {**params, "event_id": event_id})
+            if self.quotes:
+                cursor.executemany(self._quote.sql, self.quotes)
             last_id = self._insert(cursor, *last) if last is not None else None
             connection.commit()
         except self._connection_errors:
@@ -1030,6 +1089,7 @@ class _HotWriter:
         finally:
             cursor.close()
         self.pending.clear()
+        self.quotes.clear()
         return last_id
 
     @staticmethod

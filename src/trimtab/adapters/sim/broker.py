@@ -15,6 +15,14 @@ REPLACED (its fills stay its own) while the new one is ACCEPTED with a fresh que
 position. The new quantity defaults to what was left of the old order at that moment. If
 the old order filled first, it gets a REPLACE_REJECTED event and the new one is REJECTED.
 
+The trading day. The market keeps the NYSE calendar (trading_calendar.py): regular hours
+09:30-16:00 New York time, 13:00 on early-close days, closed on weekends and holidays.
+Orders (and replaces) are refused while it is closed; DAY orders expire at the close; GTC
+orders stay open but do not match until the next open. get_market_clock() reports it.
+
+Orders. Fractional orders must be worth at least $1, except a sell of exactly the whole
+available position (closing dust, as Alpaca allows).
+
 Money. Cash moves by each fill's notional rounded to the cent. Buying power is cash minus
 what open buys reserve (limit x remaining qty; a market buy reserves at the ask when it
 arrives; a buy that walks the book can cost more). A position's qty_available excludes
@@ -22,6 +30,9 @@ shares held by open sells. No short selling, no margin.
 
 Everything runs on the event loop the broker is first used on; the market's time is the
 loop's time since then, so on run_virtual() minutes pass in milliseconds.
+
+Replay. With replay=load_replay(...), the symbols of the recording follow it (replay.py,
+replay_book.py) and the session is the recorded day; other symbols stay synthetic.
 
 Test hooks (synchronous, call them on the broker's loop or before it runs):
 force_quote / release_quote (pin a symbol's quote and freeze its random movement; a zero
@@ -46,10 +57,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from trimtab.adapters.clock import LoopClock
-from trimtab.adapters.sim.book import FillModel, SimOrder, SymbolBook, decimal_of
+from trimtab.adapters.sim.book import FillModel, PathBook, SimOrder, SymbolBook, decimal_of
 from trimtab.adapters.sim.path import QUOTE_STEP, BookTop, MarketPath, TradeKind
 from trimtab.adapters.sim.profile import SymbolProfile, derive_profile
 from trimtab.adapters.sim.randomness import mix64, stable_key
+from trimtab.adapters.sim.replay import ReplayPath, ReplaySource
+from trimtab.adapters.sim.replay_book import ReplayBook
 from trimtab.adapters.sim.state import (
     DEFAULT_MARKET_DATE,
     STATE_FORMAT,
@@ -58,12 +71,13 @@ from trimtab.adapters.sim.state import (
     continue_session,
     parse_account,
     parse_json,
-    session_close,
     session_start,
     snapshot_to_json,
+    trading_start,
     write_atomic,
 )
-from trimtab.domain.account import Account, Asset, Position
+from trimtab.adapters.sim.trading_calendar import NEW_YORK, market_clock, session_at_or_after
+from trimtab.domain.account import Account, Asset, MarketClock, Position
 from trimtab.domain.errors import (
     DuplicateClientOrderIdError,
     InsufficientBuyingPowerError,
@@ -102,14 +116,15 @@ RATE_WINDOW = 60.0
 """The rolling window of the request budget, in seconds."""
 
 AVG_PRICE_QUANTUM = Decimal("0.000001")
-_IDLE_SCAN_STEPS = 128
+_REPLAY_SETS_START = "a replay sets the session's day and start: give neither start nor market_date"
 _decimal = decimal_of
 _S = OrderStatus
 _K = OrderEventKind
 _HOOK_SIDES = {"bid": TradeKind.AT_BID, "ask": TradeKind.AT_ASK, "inside": TradeKind.INSIDE}
 REST_METHODS = frozenset(
-    {"get_account", "get_positions", "get_asset", "get_assets", "submit_order", "cancel_order",
-     "replace_order", "get_order", "get_order_by_client_id", "list_open_orders", "get_quote"}
+    {"get_account", "get_market_clock", "get_positions", "get_asset", "get_assets", "submit_order",
+     "cancel_order", "replace_order", "get_order", "get_order_by_client_id", "list_open_orders",
+     "get_quote"}
 )
 
 
@@ -295,9 +310,16 @@ class SimBroker:
     seconds; quote_interval conflates the quote stream of a symbol without resting orders to
     at most one quote per interval (the market itself moves every 0.5 s; a symbol with
     resting orders streams every change); request_budget caps REST calls per rolling
-    minute (quote_request_budget does the same for get_quote, unlimited by default). The
-    market starts at start, or at 10:00 New York time of market_date; DAY orders expire at
-    16:00 New York time.
+    minute (quote_request_budget does the same for get_quote, unlimited by default).
+
+    The market follows the NYSE calendar (regular hours 09:30-16:00 New York time, 13:00
+    on early-close days, closed on weekends and holidays). It starts at start, or at 10:00
+    of market_date; a start when the market is closed moves to 10:00 of the next trading
+    day. Orders are refused while the market is closed and DAY orders expire at the close.
+
+    replay (from load_replay) drives the symbols it holds from recorded quotes and trades
+    (other symbols stay synthetic); the session is then the recorded day from the replay's
+    start, so give neither start nor market_date.
     """
 
     def __init__(
@@ -317,13 +339,23 @@ class SimBroker:
         market_date: date | None = None,
         unknown_symbols: Iterable[str] = (),
         session: int = 0,
+        replay: ReplaySource | None = None,
     ) -> None:
         if start is not None and market_date is not None:
             raise ValueError("give start or market_date, not both")
+        if replay is not None:
+            if start is not None or market_date is not None:
+                raise ValueError(_REPLAY_SETS_START)
+            start = replay.start_datetime
         if start is None:
             start = session_start(market_date or DEFAULT_MARKET_DATE)
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
+        moved = trading_start(start)
+        if moved != start:
+            log.info("sim market closed at %s: the session starts at %s instead",
+                     start.isoformat(), moved.isoformat())
+            start = moved
         if latency < 0:
             raise ValueError(f"latency must be >= 0, got {latency}")
         if quote_interval < QUOTE_STEP:
@@ -343,9 +375,10 @@ class SimBroker:
         self._budget = request_budget
         self._quote_budget = quote_request_budget
         self._start = start.astimezone(UTC)
-        self._close_t = (session_close(start) - start).total_seconds()
+        self._session_bounds = (0.0, -1.0)
         self._clock = SimClock(self._start, self._market_time)
         self._profiles = dict(profiles or {})
+        self._replay = replay
         self._assets = {symbol: asset for symbol, asset in (assets or {}).items()}
         self._unknown = frozenset(unknown_symbols)
         self._start_prices: dict[str, Decimal] = {}
@@ -377,7 +410,8 @@ class SimBroker:
         self._downlink = _Pipe()
         self._scheduler = _Scheduler(self._wake)
         self._close_handle: asyncio.TimerHandle | None = None
-        self._expired = False
+        self._open_handle: asyncio.TimerHandle | None = None
+        self._halted: set[str] = set()
         for symbol, qty in (positions or {}).items():
             self._add_position(symbol, to_decimal(qty, field=f"positions.{symbol}"), None)
 
@@ -424,8 +458,10 @@ class SimBroker:
         """Continue the account saved at path: a new session of its market.
 
         seed None keeps the saved seed. The market starts at the saved time or at the
-        requested start (default 10:00 of market_date), whichever is later, moved to the
-        next weekday's 10:00 when too late in the day; prices continue from the saved ones.
+        requested start (default 10:00 of market_date), whichever is later, moved to 10:00
+        of the next trading day when the market is closed then or closes within 30
+        minutes; prices continue from the saved ones. With replay=... in options the
+        session is the replay's (its recorded day and start), whatever the saved time.
         Orders still open at the save ended with the session (they are reported EXPIRED).
         Raises FileNotFoundError if there is no file and ValueError if it is unreadable.
         """
@@ -435,9 +471,13 @@ class SimBroker:
         spec = parse_account(parse_json(_read(file, "saved account")), saved=True)
         if start is not None and market_date is not None:
             raise ValueError("give start or market_date, not both")
-        requested = start or session_start(market_date or DEFAULT_MARKET_DATE)
-        if spec.time is not None:
-            requested = continue_session(spec.time, requested)
+        requested: datetime | None = None
+        if options.get("replay") is None:
+            requested = start or session_start(market_date or DEFAULT_MARKET_DATE)
+            if spec.time is not None:
+                requested = continue_session(spec.time, requested)
+        elif start is not None or market_date is not None:
+            raise ValueError(_REPLAY_SETS_START)
         return cls._from_spec(
             spec,
             seed=(spec.seed or 0) if seed is None else seed,
@@ -560,13 +600,22 @@ class SimBroker:
     def request_budget(self) -> int:
         return self._budget
 
+    @property
+    def replay(self) -> ReplaySource | None:
+        """The recorded data driving some symbols, if any."""
+        return self._replay
+
     def profile(self, symbol: str) -> SymbolProfile:
-        """The profile of symbol's synthetic market. Raises ValueError for an unknown symbol."""
+        """The profile of symbol's market (measured on the data for a replayed symbol).
+        Raises ValueError for an unknown symbol."""
         return self._require(symbol).book.profile
 
-    def path(self, symbol: str) -> MarketPath:
-        """The exogenous market path of symbol (what the market does without our orders)."""
-        return self._require(symbol).book.path
+    def path(self, symbol: str) -> MarketPath | ReplayPath:
+        """The exogenous market of symbol (what the market does without our orders): a
+        MarketPath, or a ReplayPath for a replayed symbol."""
+        book = self._require(symbol).book
+        assert isinstance(book, PathBook | ReplayBook)
+        return book.path
 
     # -- time and the loop ---------------------------------------------------------------------
 
@@ -592,11 +641,14 @@ class SimBroker:
         self._downlink.reset(loop)
         self._scheduler.reset(loop)
         self._close_handle = None
+        self._open_handle = None
         for entry in self._symbols.values():
             entry.scheduled = False
             self._reschedule(entry)
         if self._orders:
             self._schedule_close()
+        if self._halted:
+            self._schedule_open()
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         self._market_time()
@@ -698,12 +750,17 @@ class SimBroker:
             return entry
         if symbol in self._unknown or not SYMBOL_PATTERN.match(symbol):
             return None
-        profile = self._profiles.get(symbol) or derive_profile(symbol, self._seed)
-        start_price = self._start_prices.get(symbol)
-        if start_price is not None:
-            profile = profile.with_price(start_price)
-        path = MarketPath(stable_key("path", self._seed, self._session, symbol), profile)
-        book = SymbolBook(path, self._fill_model, self._on_fill)
+        book: SymbolBook
+        if self._replay is not None and symbol in self._replay.data:
+            book = ReplayBook(self._replay.path(symbol), self._fill_model, self._on_fill)
+            profile = book.profile
+        else:
+            profile = self._profiles.get(symbol) or derive_profile(symbol, self._seed)
+            start_price = self._start_prices.get(symbol)
+            if start_price is not None:
+                profile = profile.with_price(start_price)
+            path = MarketPath(stable_key("path", self._seed, self._session, symbol), profile)
+            book = PathBook(path, self._fill_model, self._on_fill)
         asset = self._assets.get(symbol) or Asset(symbol=symbol)
         entry = _Symbol(symbol=symbol, asset=asset, book=book, tick=profile.tick)
         self._symbols[symbol] = entry
@@ -752,9 +809,10 @@ class SimBroker:
         if book.idle and entry.listeners and entry.stale is None and not self._quotes_silent:
             # The common case, a streamed symbol nobody trades: jump, publish, plan the next.
             exo = book.jump_to_step(t)
-            step = book.path.next_change(book.k, self._quote_every, _IDLE_SCAN_STEPS)
-            entry.wake_at = step * QUOTE_STEP
-            self._scheduler.schedule(entry, self._origin + entry.wake_at)
+            wake = book.next_quote_wake(self._quote_every)
+            if wake < math.inf:
+                entry.wake_at = wake
+                self._scheduler.schedule(entry, self._origin + wake)
             top = (exo.bid, _decimal(exo.bid_size), exo.ask, _decimal(exo.ask_size))
             if top != entry.last_top:
                 entry.last_top = top
@@ -1019,8 +1077,12 @@ class SimBroker:
             raise InvalidOrderError(f"asset {symbol} not found")
         if not entry.asset.tradable:
             raise InvalidOrderError(f"asset {symbol} is not tradable")
-        if self._market_time() >= self._close_t:
-            raise InvalidOrderError("the simulated market is closed (after 16:00 New York time)")
+        if not self._market_open():
+            opens = self._clock.at(self._session_at(self._market_time())[0]).astimezone(NEW_YORK)
+            raise InvalidOrderError(
+                "the simulated market is closed (regular hours 09:30-16:00 New York time, 13:00 on "
+                f"early-close days); it opens at {opens.isoformat()}"
+            )
         return entry
 
     def _check_funds(self, entry: _Symbol, side: Side, qty: Decimal, reference: Decimal,
@@ -1071,7 +1133,7 @@ class SimBroker:
                 f"{request.symbol} exists ({opposite[0].client_order_id})"
             )
         reference = self._reference_price(entry, request.side, request.limit_price)
-        if fractional and request.qty * reference < ONE:
+        if fractional and request.qty * reference < ONE and not self._closes_position(request):
             raise InvalidOrderError(f"fractional orders must be worth at least $1 (qty {request.qty})")
         reserve = self._check_funds(entry, request.side, request.qty, reference)
         seq, order_id = self._new_id()
@@ -1101,6 +1163,13 @@ class SimBroker:
         self._place(entry, order)
         self._touch(entry)
         return self._snapshot(order)
+
+    def _closes_position(self, request: OrderRequest) -> bool:
+        """A sell of exactly the whole available position (dust is sold whatever its value)."""
+        if request.side is not Side.SELL:
+            return False
+        available = self._qty_available(request.symbol)
+        return available > ZERO and request.qty == available
 
     def _cid_used(self, client_order_id: ClientOrderId) -> bool:
         return client_order_id in self._by_cid or client_order_id in self._history_cids
@@ -1261,29 +1330,83 @@ class SimBroker:
         self._place(entry, new)
         self._touch(entry)
 
-    def _schedule_close(self) -> None:
-        loop = self._loop
-        if loop is None or self._close_handle is not None or self._expired:
-            return
-        self._close_handle = loop.call_at(self._origin + self._close_t, self._expire_day_orders)
+    def _session_at(self, t: float) -> tuple[float, float]:
+        """Market times (open, close) of the regular session open at market time t, or of
+        the next one. Market time only moves forward, so the last answer stays right until
+        its close."""
+        bounds = self._session_bounds
+        if t < bounds[1]:
+            return bounds
+        opens, closes = session_at_or_after(self._clock.at(t))
+        bounds = ((opens - self._start).total_seconds(), (closes - self._start).total_seconds())
+        self._session_bounds = bounds
+        return bounds
 
-    def _expire_day_orders(self) -> None:
+    def _market_open(self) -> bool:
+        t = self._market_time()
+        opens, closes = self._session_at(t)
+        return opens <= t < closes
+
+    def _schedule_close(self) -> None:
+        """Plan the end of the current (or next) session: DAY orders expire at its close."""
+        loop = self._loop
+        if loop is None or self._close_handle is not None:
+            return
+        closes = self._session_at(self._market_time())[1]
+        self._close_handle = loop.call_at(self._origin + closes, self._on_close)
+
+    def _schedule_open(self) -> None:
+        loop = self._loop
+        if loop is None or self._open_handle is not None:
+            return
+        t = self._market_time()
+        opens = self._session_at(t)[0]
+        self._open_handle = loop.call_at(self._origin + max(opens, t), self._on_open)
+
+    def _on_close(self) -> None:
+        """The session ends: DAY orders expire; the books of orders that stay open (GTC)
+        stop matching until the next open."""
         self._close_handle = None
-        self._expired = True
         touched: set[str] = set()
         for order in sorted(self._orders.values(), key=_by_seq):
             if order.status.is_open and order.time_in_force is TimeInForce.DAY:
                 self._set_status(order, _S.EXPIRED)
                 self._emit(_K.EXPIRED, order, reason="the trading day ended")
                 touched.add(order.symbol)
+        for symbol in sorted(self._open):
+            entry = self._symbols[symbol]
+            self._advance(entry)
+            entry.book.halt()
+            self._halted.add(symbol)
+            touched.add(symbol)
         for symbol in touched:
             self._touch(self._symbols[symbol])
+        if self._halted:
+            self._schedule_open()
+
+    def _on_open(self) -> None:
+        """A session opens: books halted at the last close match again."""
+        self._open_handle = None
+        halted, self._halted = self._halted, set()
+        for symbol in sorted(halted):
+            entry = self._symbols[symbol]
+            self._advance(entry)
+            for order in entry.book.reopen():
+                self._reject(order, f"no liquidity to fill a market {order.side.value} of {order.symbol}")
+            self._touch(entry)
+        if self._open:
+            self._schedule_close()
 
     # -- Broker ---------------------------------------------------------------------------------
 
     async def get_account(self) -> Account:
         """Cash, buying power and portfolio value (cash plus positions at the mid)."""
         return await self._call("get_account", self._account)
+
+    async def get_market_clock(self) -> MarketClock:
+        """Whether the simulated market is in regular hours now, and its next open and close
+        (the NYSE calendar: weekends, holidays and 13:00 early closes)."""
+        return await self._call("get_market_clock", lambda: market_clock(self._now_dt()))
 
     async def get_positions(self) -> Mapping[str, Position]:
         """Open positions by symbol."""

@@ -23,8 +23,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from trimtab.adapters.sim.trading_calendar import NEW_YORK, session_at_or_after
 from trimtab.domain.account import Asset
 from trimtab.domain.money import MAX_AMOUNT, ZERO, to_decimal
 from trimtab.domain.orders import (
@@ -39,11 +39,12 @@ from trimtab.domain.plan import SYMBOL_PATTERN
 
 STATE_FORMAT = "trimtab-sim-account"
 STATE_VERSION = 1
-NEW_YORK = ZoneInfo("America/New_York")
 SESSION_OPEN = time(10, 0)
-SESSION_CLOSE = time(16, 0)
-LAST_START = time(15, 30)
-"""A saved session later than this continues on the next weekday instead."""
+"""Where a simulated session starts on its trading day (half an hour after the open)."""
+
+LAST_START = timedelta(minutes=30)
+"""A saved session continuing later than this before the close continues on the next
+trading day instead."""
 
 DEFAULT_MARKET_DATE = date(2026, 1, 5)
 """The trading day of a SimBroker given neither start nor market_date (a Monday)."""
@@ -54,32 +55,37 @@ _MAX_QTY = Decimal("1000000000")
 
 
 def session_start(day: date) -> datetime:
-    """10:00 New York time on day: where a simulated market starts."""
-    return datetime.combine(day, SESSION_OPEN, tzinfo=NEW_YORK)
+    """10:00 New York time of the first trading day on or after day: where a simulated
+    market starts (weekends and exchange holidays move it to the next trading day)."""
+    return trading_start(datetime.combine(day, time(0, 0), tzinfo=NEW_YORK))
+
+
+def trading_start(at: datetime) -> datetime:
+    """at if the market is in regular hours then; otherwise 10:00 New York time of the
+    next session to open (the same day before the open, else the next trading day)."""
+    opens, closes = session_at_or_after(at)
+    if opens <= at < closes:
+        return at
+    return datetime.combine(opens.date(), SESSION_OPEN, tzinfo=NEW_YORK)
 
 
 def session_close(start: datetime) -> datetime:
-    """16:00 New York time of the trading day of start (the next day's if start is later)."""
-    local = start.astimezone(NEW_YORK)
-    close = datetime.combine(local.date(), SESSION_CLOSE, tzinfo=NEW_YORK)
-    if close <= local:
-        close = datetime.combine(local.date() + timedelta(days=1), SESSION_CLOSE, tzinfo=NEW_YORK)
-    return close
+    """The close (16:00, or 13:00 on early-close days) of the session open at start, or of
+    the next session if the market is closed then."""
+    return session_at_or_after(start)[1]
 
 
 def continue_session(saved: datetime, requested: datetime) -> datetime:
     """Where a loaded account's market starts: the later of the saved and requested times,
-    moved to 10:00 of the next weekday if that is too late in the day to trade."""
+    moved to 10:00 of the next session when the market is closed then or closes within
+    LAST_START (10:00 of the same day before the open)."""
     start = max(saved, requested)
-    local = start.astimezone(NEW_YORK)
-    if local.time() >= LAST_START:
-        day = local.date() + timedelta(days=1)
-        while day.weekday() >= 5:
-            day += timedelta(days=1)
-        return session_start(day)
-    if local.time() < SESSION_OPEN:
-        return session_start(local.date())
-    return start
+    opens, closes = session_at_or_after(start)
+    if start >= closes - LAST_START:
+        opens = session_at_or_after(closes)[0]
+    elif start >= opens:
+        return start
+    return datetime.combine(opens.date(), SESSION_OPEN, tzinfo=NEW_YORK)
 
 
 @dataclass(slots=True)
