@@ -288,3 +288,21 @@ def test_the_simulated_account_is_one_process_at_a_time(home: Path) -> None:
     assert "in use by another trimtab process" in err
     assert (home / "sim-account.json").read_bytes() == before
     assert cli(home, "run", str(PLAN))[0] == 0
+
+
+REPLAY = Path(__file__).resolve().parents[3] / "shared" / "data" / "lean-2013-10"
+
+
+def test_run_on_a_replay_of_recorded_quotes_and_trades(home: Path, tmp_path: Path) -> None:
+    if not (REPLAY / "tick_ibm_20131007_quote.zip").exists():
+        pytest.skip(f"replay data not found: {REPLAY}")
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"plan_id": "replay", "items": [{"symbol": "IBM", "action": "BUY", "trade_amount": "20000"}]}')
+    code, out, err = cli(home, "run", str(plan), "--market", f"replay:{REPLAY}", "--start", "11:00", "--fresh",
+                         "--json")
+    assert code == 0, err
+    order = json.loads(out)["orders"][0]
+    assert Decimal("170") < Decimal(order["arrival_mid"]) < Decimal("195")  # IBM on 2013-10-07
+    assert order["attempts"][0]["time"].startswith("2013-10-07T15:00")  # 11:00 New York
+    assert not (home / "sim-account.json").exists()  # a replay does not touch the saved account
+    assert cli(home, "run", str(plan), "--market", "replay:/no/such/folder", "--fresh")[0] == 2

@@ -85,6 +85,13 @@ def run(
     fresh: FreshOpt = False,
     ledger: LedgerOpt = None,
     live: LiveOpt = False,
+    market: Annotated[
+        str,
+        typer.Option("--market", help="synthetic (default) or replay:PATH of recorded quotes and trades."),
+    ] = "synthetic",
+    start: Annotated[
+        str | None, typer.Option("--start", help="HH:MM of the recorded day a replay starts at (09:45).")
+    ] = None,
     speed: Annotated[
         float | None,
         typer.Option("--speed", help="Pace the simulated market at N times real time (default: flat out)."),
@@ -101,7 +108,14 @@ def run(
         execution_config = load_execution_config(config, algo, urgency)
         risk_config = RiskConfig.load(config)
         options = BrokerOptions(
-            broker=broker, seed=seed, account_file=account, fresh=fresh, persist=not dry_run, live=live
+            broker=broker,
+            seed=seed,
+            account_file=account,
+            fresh=fresh,
+            persist=not dry_run,
+            live=live,
+            market=market,
+            start=start,
         )
         if dry_run:
             preview = run_async(broker, lambda: _preview(options, execution_config, rebalance_plan))

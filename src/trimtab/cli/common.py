@@ -22,6 +22,7 @@ from trimtab.adapters.alpaca import AlpacaBroker
 from trimtab.adapters.clock import SystemClock
 from trimtab.adapters.ledger import SqlLedger, default_ledger_url
 from trimtab.adapters.sim import SimBroker
+from trimtab.adapters.sim.replay import replay_market
 from trimtab.adapters.sim.virtual_loop import run_virtual
 from trimtab.domain.errors import ConfigurationError, LeaseLostError, PlanValidationError, SafetyRefusalError
 from trimtab.domain.orders import OrderEvent, OrderEventKind
@@ -95,6 +96,8 @@ class BrokerOptions:
     fresh: bool = False
     persist: bool = True
     live: bool = False
+    market: str = "synthetic"
+    start: str | None = None
 
 
 def sim_market_date() -> date:
@@ -105,6 +108,21 @@ def sim_market_date() -> date:
 def make_sim_broker(options: BrokerOptions, home: Path) -> SimBroker:
     """The simulated broker: from --account, fresh, or the account persisted under home."""
     state = sim_state_path(home)
+    try:
+        replay = replay_market(options.market, options.start)
+    except (ValueError, OSError) as exc:
+        raise PlanValidationError(f"--market {options.market}: {exc}") from None
+    if replay is not None:
+        # A replay is a recorded day: it starts from --account (or a fresh account) and is
+        # not saved into the persistent simulated account.
+        if options.account_file is None:
+            return SimBroker(seed=options.seed, replay=replay)
+        try:
+            return SimBroker.from_account_text(
+                read_text(options.account_file, "account"), seed=options.seed, replay=replay
+            )
+        except ValueError as exc:
+            raise PlanValidationError(f"invalid account file {options.account_file}: {exc}") from None
     day = sim_market_date()
     if options.account_file is not None:
         text = read_text(options.account_file, "account")
@@ -139,7 +157,7 @@ async def open_broker(options: BrokerOptions, home: Path | None = None) -> Async
         raise ConfigurationError(f"unknown broker {options.broker!r}: choose sim or alpaca")
     if options.live:
         raise ConfigurationError("--live applies to --broker alpaca only")
-    if not options.persist:
+    if not options.persist or options.market != "synthetic":
         yield make_sim_broker(options, home)
         return
     with sim_account_lock(home):
