@@ -297,9 +297,12 @@ def test_run_on_a_replay_of_recorded_quotes_and_trades(home: Path, tmp_path: Pat
     if not (REPLAY / "tick_ibm_20131007_quote.zip").exists():
         pytest.skip(f"replay data not found: {REPLAY}")
     plan = tmp_path / "plan.json"
-    plan.write_text('{"plan_id": "replay", "items": [{"symbol": "IBM", "action": "BUY", "trade_amount": "20000"}]}')
-    code, out, err = cli(home, "run", str(plan), "--market", f"replay:{REPLAY}", "--start", "11:00", "--fresh",
-                         "--json")
+    plan.write_text(
+        '{"plan_id": "replay", "items": [{"symbol": "IBM", "action": "BUY", "trade_amount": "20000"}]}'
+    )
+    code, out, err = cli(
+        home, "run", str(plan), "--market", f"replay:{REPLAY}", "--start", "11:00", "--fresh", "--json"
+    )
     assert code == 0, err
     order = json.loads(out)["orders"][0]
     assert Decimal("170") < Decimal(order["arrival_mid"]) < Decimal("195")  # IBM on 2013-10-07
