@@ -13,12 +13,14 @@ double, which models every trade and quote of the market).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import pstats
 import resource
 import sys
 import tempfile
 import time
+import tracemalloc
 from decimal import Decimal
 from pathlib import Path
 
@@ -75,6 +77,40 @@ def engine_share(n: int, algo: str, seed: int, ledger_dir: Path | None) -> float
     return 1.0 - sim / total if total else 1.0
 
 
+def memory_per_open_order(n: int, seed: int) -> float:
+    """Bytes of Python memory per open order: n passive buys resting on frozen markets."""
+    plan, _ = make_plan(n, "memory")
+    buys = RebalancePlan.model_validate(
+        {
+            "plan_id": "bench-memory",
+            "default_urgency": "LOW",
+            "items": [i.model_dump(mode="json") for i in plan.items if i.action.value == "BUY"],
+        }
+    )
+    broker = SimBroker(seed=seed, cash=Decimal(5000) * n, request_budget=1_000_000)
+    config = ExecutionConfig(algo="smart", max_concurrent_orders=max(n, 1))
+    measured: list[float] = []
+
+    async def main() -> None:
+        async with Executor(broker, config) as executor:
+            for item in buys.items:
+                broker.force_quote(
+                    item.symbol, Decimal("50.00"), Decimal("50.10"), Decimal(100000), Decimal(100000)
+                )
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            run = asyncio.create_task(executor.execute_rebalance_plan(buys))
+            await asyncio.sleep(10)  # every order rests at the bid, behind 100,000 shares
+            open_orders = len(await broker.list_open_orders())
+            measured.append((tracemalloc.get_traced_memory()[0] - before) / max(open_orders, 1))
+            tracemalloc.stop()
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+
+    run_virtual(main())
+    return measured[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", default="10,100,1000")
@@ -112,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
     if not args.quiet:
         print("cpu s: process CPU of the whole run; engine%: share outside the simulated exchange")
+        size = max(sizes)
+        per_order = memory_per_open_order(size, args.seed)
+        print(
+            f"memory per open order ({size // 2} resting orders, engine and simulated exchange): "
+            f"{per_order / 1024:.1f} KiB"
+        )
     return 0
 
 
