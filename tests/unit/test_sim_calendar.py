@@ -25,7 +25,8 @@ def ny(year: int, month: int, day: int, hour: int, minute: int, second: int = 0)
     return datetime(year, month, day, hour, minute, second, tzinfo=NEW_YORK)
 
 
-# Published NYSE holiday calendars (nyse.com, "Holidays and Trading Hours").
+# NYSE holidays and early closes (nyse.com, "Holidays and Trading Hours"; the exchange
+# publishes a few years ahead, later years follow its Rule 7.2).
 NYSE_HOLIDAYS = {
     2024: ["2024-01-01", "2024-01-15", "2024-02-19", "2024-03-29", "2024-05-27", "2024-06-19",
            "2024-07-04", "2024-09-02", "2024-11-28", "2024-12-25"],

@@ -110,6 +110,20 @@ def test_path_is_a_pure_function_of_key_and_time() -> None:
     assert [other_key.quote(k) for k in range(200)] != quotes[:200]
 
 
+def test_the_path_of_a_key_stays_the_same_across_versions() -> None:
+    """Pinned values: a faster path must give the same market (comparisons across versions,
+    saved seeds and recorded benchmarks rely on it)."""
+    path = MarketPath(12345, SymbolProfile.large_cap())
+    assert [tuple(path.quote(k)) for k in (0, 1, 63, 64, 1000, 70000)] == [
+        (18251, 18255, 200, 100), (18253, 18256, 200, 100), (18253, 18259, 400, 100),
+        (18255, 18259, 700, 200), (18252, 18256, 100, 200), (18140, 18142, 500, 100),
+    ]
+    assert [(round(t.time, 6), int(t.kind), t.size, round(t.position, 6)) for t in path.trades(3)[:3]] == [
+        (32.064388, 2, 340, 0.860934), (36.330291, 1, 133, 0.508098), (36.41727, 0, 121, 0.988544),
+    ]
+    assert path.log_return(777) == 0.0005144175132362901
+
+
 def test_trades_are_a_pure_function_of_key_and_time() -> None:
     profile = SymbolProfile.large_cap()
     first = _path(profile).trades_between(0.0, 600.0)

@@ -315,14 +315,17 @@ class SymbolBook:
 
     def _reset_queues(self) -> None:
         """A queue ahead of us is gone when the exogenous best price on our side is behind ours."""
+        exo = self._exo
+        # Without impact the best prices are the exogenous ones (nothing to settle either).
+        plain = not (self._dep_bid or self._dep_ask)
         if self.buys:
-            bid = self._bid_top()[0]
+            bid = exo.bid if plain and exo.bid_size > 0 else self._bid_top()[0]
             for order in self.buys:
                 if order.limit_ticks <= bid:
                     break
                 order.ahead = 0
         if self.sells:
-            ask = self._ask_top()[0]
+            ask = exo.ask if plain and exo.ask_size > 0 else self._ask_top()[0]
             for order in self.sells:
                 if ask > 0 and order.limit_ticks >= ask:
                     break

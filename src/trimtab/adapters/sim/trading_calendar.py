@@ -18,8 +18,8 @@ rules (Rule 7.2), computed for any year:
   Thursday.
 - Unscheduled closures the exchange announced (SPECIAL_CLOSURES) are closed too.
 
-It is a calendar for simulation: checked against the published NYSE calendars for 2024
-through 2028, not a substitute for the exchange's own notices.
+It is a calendar for simulation, not a substitute for the exchange's own notices: the
+tests pin every holiday and early close of 2024 through 2028.
 """
 
 from __future__ import annotations
