@@ -7,14 +7,11 @@ Set TRIMTAB_TEST_POSTGRES_URL to use another server.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import socket
 import sqlite3
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -27,9 +24,8 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
+from tests.pgkit import scratch_schema_url
 from trimtab.adapters.ledger import SqlLedger, default_ledger_url, export_jsonl, head_revision
 from trimtab.adapters.ledger import schema as ledger_schema
 from trimtab.domain.errors import (
@@ -61,9 +57,6 @@ from trimtab.domain.results import (
 )
 from trimtab.ports.ledger import ClaimOutcome, PlanState
 
-POSTGRES_URL = os.environ.get(
-    "TRIMTAB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 T0 = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)
 TTL = timedelta(seconds=30)
 PLAN_JSON = json.dumps({"plan_id": "p", "items": [{"symbol": "SPY", "action": "HOLD"}]})
@@ -72,36 +65,11 @@ PLAN_JSON = json.dumps({"plan_id": "p", "items": [{"symbol": "SPY", "action": "H
 # --- fixtures: one database per test, on each backend ---
 
 
-@functools.cache
-def _postgres_problem() -> str | None:
-    """None when PostgreSQL answers, else why not (asked once per test session)."""
-    engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect():
-            return None
-    except OperationalError as exc:
-        return str(exc).splitlines()[0]
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A URL whose connections use a fresh, empty schema of their own."""
-    problem = _postgres_problem()
-    if problem is not None:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}: {problem}")
-    schema_name = f"trimtab_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema_name}"')
-        url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema_name}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema_name}" CASCADE')
-        admin.dispose()
+    with scratch_schema_url() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -4,19 +4,14 @@ the quote service's lingering streams, and the markouts they make possible."""
 from __future__ import annotations
 
 import asyncio
-import functools
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
+from tests.pgkit import scratch_schema_url
 from tests.simkit import broker, buy, plan, sell
 from trimtab.adapters.ledger import SqlLedger, default_ledger_url, export_jsonl
 from trimtab.adapters.ledger.sql import QUOTE_BATCH
@@ -42,21 +37,6 @@ from trimtab.tca import analyze, load_execution
 
 D = Decimal
 T0 = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
-POSTGRES_URL = os.environ.get(
-    "TRIMTAB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-
-
-@functools.cache
-def _postgres_problem() -> str | None:
-    engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect():
-            return None
-    except OperationalError as exc:
-        return str(exc).splitlines()[0]
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -64,20 +44,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield default_ledger_url(tmp_path / "home")
         return
-    problem = _postgres_problem()
-    if problem is not None:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}: {problem}")
-    schema = f"trimtab_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        scoped = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield scoped.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.dispose()
+    with scratch_schema_url() as scoped:
+        yield scoped
 
 
 def _claim(ledger: SqlLedger, plan_id: str = "p") -> None:

@@ -10,7 +10,6 @@ server; without a reachable PostgreSQL the tests are skipped.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import json
 import os
@@ -32,11 +31,9 @@ import pytest
 import typer
 import yaml
 from procrastinate.jobs import Job
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
+from tests.pgkit import scratch_schema_url
 from trimtab.adapters.clock import SystemClock
 from trimtab.adapters.ledger import SqlLedger
 from trimtab.adapters.sandbox import AccountConfig, SandboxHandle, start_sandbox
@@ -59,9 +56,6 @@ from trimtab.worker import (
     queue_status,
 )
 
-POSTGRES_URL = os.environ.get(
-    "TRIMTAB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 # `trimtab submit|worker|status` without depending on the main app's wiring.
 BOOT = (
     "import typer; from trimtab.cli.scale import register; "
@@ -108,35 +102,11 @@ def plans() -> list[dict[str, Any]]:
 # --- fixtures ---
 
 
-@functools.cache
-def _postgres_problem() -> str | None:
-    engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect():
-            return None
-    except OperationalError as exc:
-        return str(exc).splitlines()[0]
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
 def database() -> Iterator[Database]:
     """The queue and the ledgers in a fresh schema of their own, dropped afterwards."""
-    problem = _postgres_problem()
-    if problem is not None:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL}: {problem}")
-    schema = f"trimtab_scale_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    try:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-        url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield Database.from_url(url.render_as_string(hide_password=False))
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.dispose()
+    with scratch_schema_url("trimtab_scale") as url:
+        yield Database.from_url(url)
 
 
 class Workers:
