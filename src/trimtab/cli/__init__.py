@@ -16,8 +16,16 @@ from trimtab.cli import ledger as ledger_commands
 from trimtab.cli import planning, scale
 from trimtab.cli import report as report_commands
 from trimtab.cli.common import (
+    AccountOpt,
+    BrokerOpt,
     BrokerOptions,
     ExitCode,
+    FreshOpt,
+    JsonOpt,
+    LedgerOpt,
+    LiveOpt,
+    SeedOpt,
+    VerboseOpt,
     console,
     execute_plan,
     exit_code_of,
@@ -47,24 +55,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-BrokerOpt = Annotated[str, typer.Option("--broker", help="sim (the simulated exchange) or alpaca.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the simulated market's random path.")]
-AccountOpt = Annotated[
-    Path | None, typer.Option("--account", help="Start the simulated account afresh from this JSON file.")
-]
-FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start a fresh default simulated account.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-LedgerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--ledger", help="Ledger database URL (default: SQLite under $TRIMTAB_HOME; or $TRIMTAB_LEDGER_URL)."
-    ),
-]
-LiveOpt = Annotated[
-    bool, typer.Option("--live", help="Trade the live Alpaca account (paper is the default).")
-]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log every state change on stderr.")]
 
 
 @app.command()

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import date
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar
 
+import typer
 from rich.console import Console
 
 from trimtab.adapters.alpaca import AlpacaBroker
@@ -35,6 +36,25 @@ from trimtab.engine.risk import RiskConfig
 from trimtab.ports.broker import Broker
 
 T = TypeVar("T")
+
+# Options shared by the commands.
+BrokerOpt = Annotated[str, typer.Option("--broker", help="sim (the simulated exchange) or alpaca.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the simulated market's random path.")]
+AccountOpt = Annotated[
+    Path | None, typer.Option("--account", help="Start the simulated account afresh from this JSON file.")
+]
+FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start a fresh default simulated account.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+LedgerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ledger", help="Ledger database URL (default: SQLite under $TRIMTAB_HOME; or $TRIMTAB_LEDGER_URL)."
+    ),
+]
+LiveOpt = Annotated[
+    bool, typer.Option("--live", help="Trade the live Alpaca account (paper is the default).")
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log every state change on stderr.")]
 
 
 def _console(stderr: bool) -> Console:

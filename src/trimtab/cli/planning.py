@@ -36,8 +36,13 @@ import typer
 from rich.table import Table
 
 from trimtab.cli.common import (
+    AccountOpt,
+    BrokerOpt,
     BrokerOptions,
     ExitCode,
+    FreshOpt,
+    SeedOpt,
+    VerboseOpt,
     console,
     err_console,
     execute_plan,
@@ -434,13 +439,6 @@ def _result_line(result: ExecutionResult) -> str:
 # -- Typer wiring ---------------------------------------------------------------------
 
 TargetsArg = Annotated[Path, typer.Argument(help="Target weights: a .csv, .json or .yaml file.")]
-BrokerOpt = Annotated[str, typer.Option("--broker", help="sim (the simulated exchange) or alpaca.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the simulated market's random path.")]
-AccountOpt = Annotated[
-    Path | None,
-    typer.Option("--account", help="Start the simulated account afresh from this JSON file."),
-]
-FreshOpt = Annotated[bool, typer.Option("--fresh", help="Start a fresh default simulated account.")]
 PlanIdOpt = Annotated[
     str | None, typer.Option("--plan-id", help="The plan id (default: derived from day and trades).")
 ]
@@ -466,7 +464,6 @@ WholeOpt = Annotated[
     bool | None,
     typer.Option("--whole-shares/--fractional-shares", help="Round trades to whole shares."),
 ]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log every state change on stderr.")]
 
 
 def _overrides(
