@@ -380,7 +380,7 @@ class Executor:
                 )
             if self._quotes.stream_error and isinstance(self._algorithm, SmartAlgorithm):
                 run.warnings.append(f"{self._quotes.stream_error}; orders sent as market orders")
-            result = run.build(self._clock.now(), self._tracker, session, self._broker.requests_made)
+            result = run.build(self._clock.now(), self._tracker, self._broker.requests_made)
             journal.record_missing_fills(
                 (t.snapshot for t in self._tracker.tracked() if t.snapshot is not None), self._clock.now()
             )
@@ -775,9 +775,7 @@ class _PlanRun:
         self.lease_lost = False
         self.halted: str | None = None
 
-    def build(
-        self, finished_at: datetime, tracker: OrderTracker, session: OrderSession, requests: int
-    ) -> ExecutionResult:
+    def build(self, finished_at: datetime, tracker: OrderTracker, requests: int) -> ExecutionResult:
         by_symbol: dict[str, ItemRun] = {r.item.symbol: r for r in [*self.sell.items, *self.buy.items]}
         orders: list[OrderResult] = []
         for item in self.plan.items:

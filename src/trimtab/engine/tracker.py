@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from trimtab.domain.money import ZERO
-from trimtab.domain.orders import ClientOrderId, OrderEvent, OrderSnapshot, OrderStatus
+from trimtab.domain.orders import ClientOrderId, OrderEvent, OrderSnapshot
 from trimtab.logs import get_logger
 from trimtab.ports.broker import Broker
 
@@ -121,6 +121,3 @@ def _is_newer(current: OrderSnapshot, candidate: OrderSnapshot) -> bool:
         or (candidate.filled_qty > current.filled_qty)
     )
 
-
-def status_of(tracked: TrackedOrder) -> OrderStatus | None:
-    return tracked.snapshot.status if tracked.snapshot else None

@@ -175,7 +175,6 @@ class OrderSession:
         self.journal = journal
         self.risk = risk
         self._next_attempt: dict[str, int] = {}
-        self.orders_sent = 0
 
     def time_left(self, intent: OrderIntent) -> float:
         return intent.deadline - self.clock.monotonic()
@@ -224,7 +223,6 @@ class OrderSession:
         )
         self.journal.intent(request, step, quote)
         snapshot = await self._send(request)
-        self.orders_sent += 1
         self.journal.order(snapshot)
         self.tracker.update(snapshot)
         record.snapshot = self.tracker.register(cid).snapshot
