@@ -32,7 +32,9 @@ from typing import Any
 from trimtab.adapters.alpaca import convert
 from trimtab.adapters.alpaca._sdk import (
     AlpacaAsset,
+    AlpacaClock,
     AlpacaOrder,
+    AlpacaPosition,
     AlpacaQuote,
     AssetClass,
     AssetStatus,
@@ -42,6 +44,7 @@ from trimtab.adapters.alpaca._sdk import (
     QueryOrderStatus,
     StockHistoricalDataClient,
     StockLatestQuoteRequest,
+    TradeAccount,
     TradeUpdate,
     TradingClient,
 )
@@ -284,20 +287,20 @@ class AlpacaBroker:
     async def get_account(self) -> Account:
         client = self._client()
         model = await self._transport.call(self._bucket, Operation.READ, "get account", client.get_account)
-        return convert.account(model)  # type: ignore[arg-type]
+        return convert.account(convert.expect(model, TradeAccount))
 
     async def get_market_clock(self) -> MarketClock:
         """Alpaca's market clock: open now or not, the next open and close."""
         client = self._client()
         model = await self._transport.call(self._bucket, Operation.READ, "get clock", client.get_clock)
-        return convert.market_clock(model)  # type: ignore[arg-type]
+        return convert.market_clock(convert.expect(model, AlpacaClock))
 
     async def get_positions(self) -> Mapping[str, Position]:
         client = self._client()
         models = await self._transport.call(
             self._bucket, Operation.READ, "get positions", client.get_all_positions
         )
-        positions = [convert.position(m) for m in models]  # type: ignore[arg-type]
+        positions = [convert.position(convert.expect(m, AlpacaPosition)) for m in models]
         return {p.symbol: p for p in positions}
 
     async def get_asset(self, symbol: str) -> Asset | None:
@@ -308,7 +311,7 @@ class AlpacaBroker:
             )
         except OrderNotFoundError:
             return None
-        return convert.asset(model)  # type: ignore[arg-type]
+        return convert.asset(convert.expect(model, AlpacaAsset))
 
     async def get_assets(self, symbols: Iterable[str]) -> Mapping[str, Asset]:
         wanted = list(dict.fromkeys(symbols))
@@ -441,7 +444,7 @@ class AlpacaBroker:
             )
         except OrderNotFoundError:
             return None
-        snap = convert.snapshot(model)  # type: ignore[arg-type]
+        snap = convert.snapshot(convert.expect(model, AlpacaOrder))
         self._remember(snap)
         self._observe(snap)
         return snap

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import Enum
+from typing import TypeVar
 
 from trimtab.adapters.alpaca._sdk import (
     AlpacaAsset,
@@ -21,6 +22,7 @@ from trimtab.adapters.alpaca._sdk import (
     TradeUpdate,
 )
 from trimtab.domain.account import Account, Asset, MarketClock, Position
+from trimtab.domain.errors import BrokerUnavailableError
 from trimtab.domain.money import ZERO, to_decimal
 from trimtab.domain.orders import (
     BrokerOrderId,
@@ -213,6 +215,18 @@ def synthesized_events(previous: OrderSnapshot | None, current: OrderSnapshot) -
         if kind_of is not None and not (previous is None and kind_of is OrderEventKind.ACCEPTED):
             events.append(OrderEvent(kind_of, current, stamp, extra=dict(extra)))
     return events
+
+
+M = TypeVar("M")
+
+
+def expect(value: object, kind: type[M]) -> M:
+    """alpaca-py answers with a model, or raw data when asked; we always want the model."""
+    if not isinstance(value, kind):
+        raise BrokerUnavailableError(
+            f"unexpected answer from Alpaca: {type(value).__name__} instead of {kind.__name__}"
+        )
+    return value
 
 
 def account(model: TradeAccount) -> Account:
