@@ -162,6 +162,8 @@ class SandboxAccount:
         self.records: dict[BrokerOrderId, wire.OrderRecord] = {}
         self.by_cid: dict[str, BrokerOrderId] = {}
         self.subscribers: set[TradeSubscriber] = set()
+        self.data_connections = 0
+        """Open (authenticated) market data stream connections."""
         self.positions: dict[str, Decimal] = {}
         self.symbols_seen: set[str] = set(config.universe)
         self.account_number = f"PA{number:010d}"

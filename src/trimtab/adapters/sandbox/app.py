@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from trimtab.adapters.sandbox import wire
 from trimtab.adapters.sandbox.accounts import DEFAULT_UNIVERSE, SandboxAccount, TradeSubscriber
@@ -63,6 +64,10 @@ UNAUTHORIZED = {"message": "unauthorized."}
 NOT_REPLACEABLE = (OrderStatus.PENDING_NEW, OrderStatus.PENDING_CANCEL, OrderStatus.PENDING_REPLACE)
 STREAM_AUTH_TIMEOUT = 10.0
 DATA_CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds")
+CLIENT_GONE: tuple[type[Exception], ...] = (WebSocketDisconnect, OSError)
+"""What a send to a stream client that has gone raises. uvicorn raises ClientDisconnected (an
+OSError) once the connection is lost; starlette turns it into WebSocketDisconnect(1006) after
+accept() and lets it through as it is before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,9 +158,9 @@ class SandboxApp:
             Route("/_sandbox/faults", self.admin(self.set_faults), methods=["POST"]),
             Route("/_sandbox/disconnect", self.admin(self.disconnect), methods=["POST"]),
             Route("/_sandbox/stats", self.admin(self.stats), methods=["GET"]),
-            WebSocketRoute("/stream", self.trade_stream),
-            WebSocketRoute("/v2/iex", self.data_stream),
-            WebSocketRoute("/v2/sip", self.data_stream),
+            WebSocketRoute("/stream", _until_client_leaves(self.trade_stream)),
+            WebSocketRoute("/v2/iex", _until_client_leaves(self.data_stream)),
+            WebSocketRoute("/v2/sip", _until_client_leaves(self.data_stream)),
         ]
         return Starlette(routes=routes)
 
@@ -710,6 +715,7 @@ class SandboxApp:
             "events_sent": account.events_sent,
             "events_dropped": account.events_dropped,
             "stream_connections": len(account.subscribers),
+            "data_connections": account.data_connections,
         }
 
     # --- the trade_updates stream ---
@@ -789,10 +795,13 @@ class SandboxApp:
             return
         await websocket.send_bytes(_pack([{"T": "success", "msg": "authenticated"}]))
         connection = _QuoteConnection(self, account, websocket)
+        account.data_connections += 1
         try:
             await connection.run()
         finally:
+            account.data_connections -= 1
             await connection.close()
+            log.debug("data stream closed account=%s", account.config.name)
 
 
 class _QuoteConnection:
@@ -880,13 +889,13 @@ class _QuoteConnection:
             self._wake.clear()
             while not self._outbox.empty():
                 frame = self._outbox.get_nowait()
-                if frame is None:
+                if frame is None or not await _send(self._websocket, frame):
                     return
-                await self._websocket.send_bytes(frame)
             if self._pending:
                 quotes = list(self._pending.values())
                 self._pending.clear()
-                await self._websocket.send_bytes(_pack([self._quote_message(q) for q in quotes]))
+                if not await _send(self._websocket, _pack([self._quote_message(q) for q in quotes])):
+                    return
                 await asyncio.sleep(interval)
 
     def _quote_message(self, quote: Quote) -> dict[str, Any]:
@@ -917,7 +926,10 @@ async def _pump(
     outbox: asyncio.Queue[bytes | None],
     on_message: Callable[[dict[str, Any]], Awaitable[None]],
 ) -> None:
-    """Send what arrives in outbox (None closes) while handling what the client sends."""
+    """Send what arrives in outbox (None closes) while handling what the client sends.
+
+    Ends when either side ends: the client closes or goes away, or outbox says to close.
+    """
 
     async def write() -> None:
         while True:
@@ -925,7 +937,8 @@ async def _pump(
             if frame is None:
                 await _close(websocket, 1001)
                 return
-            await websocket.send_bytes(frame)
+            if not await _send(websocket, frame):
+                return
 
     writer = asyncio.create_task(write())
     try:
@@ -982,9 +995,39 @@ async def _receive_any(websocket: WebSocket) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) else {}
 
 
+def _until_client_leaves(
+    endpoint: Callable[[WebSocket], Awaitable[None]],
+) -> Callable[[WebSocket], Awaitable[None]]:
+    """A stream endpoint that ends quietly when its client goes away.
+
+    A client may drop the connection at any moment, without a close frame (its process is
+    killed, its network goes): that is normal, so it ends the connection with a debug line,
+    not an exception out of the ASGI app (which uvicorn prints as a traceback).
+    """
+
+    @functools.wraps(endpoint)
+    async def run(websocket: WebSocket) -> None:
+        try:
+            await endpoint(websocket)
+        except CLIENT_GONE as exc:
+            code = exc.code if isinstance(exc, WebSocketDisconnect) else 1006
+            log.debug("stream client gone path=%s code=%s", websocket.url.path, code)
+
+    return run
+
+
+async def _send(websocket: WebSocket, frame: bytes) -> bool:
+    """Send one frame; False when the client has gone (the connection is over)."""
+    try:
+        await websocket.send_bytes(frame)
+    except CLIENT_GONE:
+        return False
+    return True
+
+
 async def _close(websocket: WebSocket, code: int) -> None:
     if websocket.application_state is WebSocketState.CONNECTED:
-        with contextlib.suppress(RuntimeError, OSError):
+        with contextlib.suppress(RuntimeError, *CLIENT_GONE):
             await websocket.close(code=code)
 
 
