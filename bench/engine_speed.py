@@ -4,8 +4,12 @@ Runs a plan of N symbols (half sells, half buys) on the simulated exchange in vi
 with each algorithm, with and without the SQLite ledger, and prints the CPU time per order
 lifecycle (one order from intent to its final state, every ladder rung counted as an
 order) and the process's peak memory. A profiled pass splits the CPU between the engine
-(trimtab.engine, domain, ledger) and the simulated exchange it runs against (the test
-double, which models every trade and quote of the market).
+(trimtab's engine, domain and ports), its ledger (the SQL ledger, SQLAlchemy and the
+database driver) and the simulated exchange it runs against (the test double, which
+models every trade and quote of the market; a real broker's CPU is not ours).
+
+The figure the ledger's target is about is "ours ms/order" with the ledger on: the CPU of
+the engine and its ledger per order lifecycle (target: under 0.5 ms).
 
     python bench/engine_speed.py [--sizes 10,100,1000] [--algos market,smart] [--quiet]
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import pstats
 import resource
 import sys
@@ -23,6 +28,7 @@ import time
 import tracemalloc
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from trimtab.adapters.ledger import SqlLedger, default_ledger_url
 from trimtab.adapters.sim import SimBroker
@@ -64,17 +70,75 @@ def run_once(n: int, algo: str, seed: int, ledger_dir: Path | None) -> tuple[Exe
             ledger.close()
 
 
-def engine_share(n: int, algo: str, seed: int, ledger_dir: Path | None) -> float:
-    """The engine's share of the CPU (everything but the simulated exchange), by profiling."""
+def best_of(repeat: int, n: int, algo: str, seed: int, with_ledger: bool) -> tuple[ExecutionResult, float]:
+    """The least CPU of `repeat` identical runs (the others were slowed by the machine),
+    each on a fresh ledger."""
+    best: tuple[ExecutionResult, float] | None = None
+    for _ in range(max(repeat, 1)):
+        gc.collect()
+        with tempfile.TemporaryDirectory() as tmp:
+            result, cpu = run_once(n, algo, seed, Path(tmp) if with_ledger else None)
+        if best is None or cpu < best[1]:
+            best = (result, cpu)
+    assert best is not None
+    return best
+
+
+def _owner(filename: str) -> str | None:
+    """Who a function's own time belongs to, by where it is defined; None for shared code."""
+    if "/trimtab/adapters/sim/" in filename and "virtual_loop" not in filename:
+        return "exchange"
+    if "/trimtab/adapters/ledger/" in filename or "/sqlalchemy/" in filename:
+        return "ledger"
+    if "/trimtab/" in filename and "virtual_loop" not in filename:
+        return "engine"
+    return None
+
+
+def cpu_shares(n: int, algo: str, seed: int, ledger_dir: Path | None) -> dict[str, float]:
+    """The run's CPU split between the engine, its ledger and the simulated exchange.
+
+    A profiled pass. Each function's own time goes to the part that defines it; the time
+    of shared code (the standard library, builtins, the event loop's callbacks, the
+    database driver) goes to the parts that called it, in proportion to the time of each
+    call path. What no part called (the event loop's own bookkeeping) is split like the rest.
+    """
     profile = cProfile.Profile()
-    profile.runcall(run_once, n, algo, seed, ledger_dir)
-    stats = pstats.Stats(profile)
-    sim = total = 0.0
-    for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
-        total += tottime
-        if "/trimtab/adapters/sim/" in filename and "virtual_loop" not in filename:
-            sim += tottime
-    return 1.0 - sim / total if total else 1.0
+    # Without the garbage collector: a collection's time would land on whichever function
+    # happened to allocate when it ran. Its share of the real run is spread like the rest.
+    gc.collect()
+    gc.disable()
+    try:
+        profile.runcall(run_once, n, algo, seed, ledger_dir)
+    finally:
+        gc.enable()
+    stats: dict[Any, Any] = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    memo: dict[Any, dict[str, float]] = {}
+
+    def owners(func: Any) -> dict[str, float]:
+        if func in memo:
+            return memo[func]
+        owner = _owner(func[0])
+        if owner is not None:
+            memo[func] = {owner: 1.0}
+            return memo[func]
+        memo[func] = {}  # a cycle through shared code adds nothing
+        weights: dict[str, float] = {}
+        callers = stats[func][4] if func in stats else {}
+        for caller, edge in callers.items():
+            weight = edge[3] or edge[2]  # the time spent under func on this call path
+            for part, share in owners(caller).items():
+                weights[part] = weights.get(part, 0.0) + weight * share
+        total = sum(weights.values())
+        memo[func] = {part: w / total for part, w in weights.items()} if total else {}
+        return memo[func]
+
+    parts: dict[str, float] = {"engine": 0.0, "ledger": 0.0, "exchange": 0.0}
+    for func, (_, _, tottime, _, _) in stats.items():
+        for part, share in owners(func).items():
+            parts[part] += tottime * share
+    total = sum(parts.values())
+    return {part: value / total for part, value in parts.items()} if total else parts
 
 
 def memory_per_open_order(n: int, seed: int) -> float:
@@ -116,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10,100,1000")
     parser.add_argument("--algos", default="market,smart")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per row; the least CPU counts")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the profiled pass")
     parser.add_argument("--quiet", action="store_true", help="only the table")
     args = parser.parse_args(argv)
@@ -123,31 +188,41 @@ def main(argv: list[str] | None = None) -> int:
     algos = [a for a in args.algos.split(",") if a]
     print(
         f"{'symbols':>7} {'algo':>6} {'ledger':>6} {'orders':>6} {'filled':>6} {'cpu s':>7} "
-        f"{'ms/order':>8} {'engine%':>7} {'engine ms/order':>15} {'status':>18} {'peak MB':>7}"
+        f"{'ms/order':>8} {'exch%':>5} {'ours ms/order':>13} {'ledger ms/order':>15} "
+        f"{'status':>18} {'peak MB':>7}"
     )
     for n in sizes:
         for algo in algos:
             for with_ledger in (False, True):
-                with tempfile.TemporaryDirectory() as tmp:
-                    ledger_dir = Path(tmp) if with_ledger else None
-                    result, cpu = run_once(n, algo, args.seed, ledger_dir)
-                    share = None if args.no_breakdown else engine_share(n, algo, args.seed, ledger_dir)
+                result, cpu = best_of(args.repeat, n, algo, args.seed, with_ledger)
+                shares = None
+                if not args.no_breakdown:
+                    # A ledger of its own: on one that ran the plan, the plan would be done already.
+                    with tempfile.TemporaryDirectory() as tmp:
+                        shares = cpu_shares(n, algo, args.seed, Path(tmp) if with_ledger else None)
                 orders = sum(len(o.attempts) for o in result.orders)
                 filled = sum(1 for o in result.orders if o.success)
                 per_order = cpu / orders * 1000 if orders else 0.0
                 peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                share_text = "-" if share is None else f"{share * 100:.0f}"
-                engine_ms = "-" if share is None else f"{per_order * share:.3f}"
+                if shares is None:
+                    exchange = ours = ledger = "-"
+                else:
+                    exchange = f"{shares['exchange'] * 100:.0f}"
+                    ours = f"{per_order * (shares['engine'] + shares['ledger']):.3f}"
+                    ledger = f"{per_order * shares['ledger']:.3f}"
                 print(
                     f"{n:>7} {algo:>6} {'on' if with_ledger else 'off':>6} {orders:>6} {filled:>6} "
-                    f"{cpu:>7.3f} {per_order:>8.3f} {share_text:>7} {engine_ms:>15} "
+                    f"{cpu:>7.3f} {per_order:>8.3f} {exchange:>5} {ours:>13} {ledger:>15} "
                     f"{result.status.value:>18} {peak_mb:>7.1f}"
                 )
                 if filled == 0 and n > 0:
                     print(f"error: nothing filled for {n} symbols with {algo}", file=sys.stderr)
                     return 1
     if not args.quiet:
-        print("cpu s: process CPU of the whole run; engine%: share outside the simulated exchange")
+        print(
+            "cpu s: process CPU of the whole run; ms/order: per order lifecycle; exch%: the "
+            "simulated exchange's share; ours: the engine and its ledger; ledger: of which the ledger"
+        )
         size = max(sizes)
         per_order = memory_per_open_order(size, args.seed)
         print(

@@ -66,8 +66,8 @@ def measure(updates: int, with_ledger: bool) -> float:
         ledger.begin_plan("speed", "h", "{}", None, "bench", now=T0, lease_ttl=timedelta(seconds=30))
     request = OrderRequest(make_client_order_id("speed", "IBM", 0), "IBM", Side.BUY, Decimal(100),
                            OrderType.LIMIT, Decimal("182.50"))
-    journal.intent(request, 0, Quote("IBM", Decimal("182.50"), Decimal("182.53"), Decimal(200),
-                                     Decimal(300), T0))
+    asyncio.run(journal.intent(request, 0, Quote("IBM", Decimal("182.50"), Decimal("182.53"), Decimal(200),
+                                                 Decimal(300), T0)))
     service.observe(journal.quote_observer)
     limit = Decimal("182.51")
     threshold = config.repeg_threshold_bps

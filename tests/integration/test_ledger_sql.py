@@ -55,7 +55,7 @@ from trimtab.domain.results import (
     PhaseStats,
     QuoteView,
 )
-from trimtab.ports.ledger import ClaimOutcome, PlanState
+from trimtab.ports.ledger import ClaimOutcome, NewIntent, PlanState
 
 T0 = datetime(2026, 11, 24, 14, 30, tzinfo=UTC)
 TTL = timedelta(seconds=30)
@@ -453,6 +453,25 @@ def test_an_intent_is_recorded_once(ledger: SqlLedger) -> None:
         ledger.record_intent("unknown-plan", _request("x"), step=0, quote=None, time=T0)
 
 
+def test_intents_recorded_together_share_one_commit(url: str) -> None:
+    with SqlLedger(url) as writer, SqlLedger(url) as reader:
+        assert _claim(writer, "p1") is ClaimOutcome.NEW
+        first, second, third = (_request("p1", attempt) for attempt in range(3))
+        assert writer.record_intent("p1", second, step=0, quote=None, time=T0)
+        writer.record_order("p1", _snapshot(second, OrderStatus.ACCEPTED))  # pending until the commit
+        batch = [NewIntent(first, 0, _quote(), T0), NewIntent(second, 1, None, T0 + TTL),
+                 NewIntent(third, 2, None, T0 + TTL)]
+        assert writer.record_intents("p1", batch) == [True, False, True]  # second was there already
+        # Committed when it returns: another connection sees them, and the order before them.
+        seen = reader.intents("p1")
+        assert [(i.client_order_id, i.step) for i in seen] == [
+            (second.client_order_id, 0), (first.client_order_id, 0), (third.client_order_id, 2)
+        ]
+        assert seen[1].quote == _quote()
+        assert [o.client_order_id for o in reader.orders("p1")] == [second.client_order_id]
+        assert writer.record_intents("p1", []) == []
+
+
 def test_orders_events_and_fills_round_trip(ledger: SqlLedger) -> None:
     assert _claim(ledger, "p1") is ClaimOutcome.NEW
     request = _request("p1")
@@ -638,6 +657,21 @@ def test_flags(ledger: SqlLedger) -> None:
     ledger.clear_flag("kill_switch")
     assert ledger.get_flag("kill_switch") is None
     ledger.clear_flag("kill_switch")  # clearing twice is fine
+
+
+def test_a_flag_set_elsewhere_is_seen_at_the_next_read(url: str) -> None:
+    with SqlLedger(url) as running, SqlLedger(url) as operator:
+        assert _claim(running, "p1") is ClaimOutcome.NEW
+        assert running.get_flag("kill_switch") is None
+        running.record_event("p1", _fill(_request("p1"), "1", "601.24", "1"))  # waits in memory
+        operator.set_flag("kill_switch", "on: manual stop", now=T0)
+        assert running.get_flag("kill_switch") == "on: manual stop"  # no stale snapshot
+        operator.clear_flag("kill_switch")
+        assert running.get_flag("kill_switch") is None
+        # Reading the flag neither committed nor lost what waits for the next commit point.
+        assert operator.fills("p1") == []
+        running.flush()
+        assert [f.qty for f in operator.fills("p1")] == [Decimal("1")]
 
 
 # --- several processes ---

@@ -102,7 +102,7 @@ def test_the_journal_keeps_touch_changes_and_throttles_the_rest() -> None:
         journal.quote(_quote(0.1))  # no order of SPY yet: not this plan's symbol
         request = OrderRequest(make_client_order_id("p", "SPY", 0), "SPY", Side.SELL, D(5), OrderType.LIMIT,
                                D("601.25"))
-        journal.intent(request, 0, _quote(0))
+        asyncio.run(journal.intent(request, 0, _quote(0)))
         journal.quote(_quote(0.2))  # the intent's quote again, within a second: dropped
         journal.quote(_quote(0.4, bid_size="100"))  # sizes only, within a second: dropped
         journal.quote(_quote(0.5, bid="601.24"))  # the touch moved: kept
@@ -134,7 +134,7 @@ def test_after_the_orders_only_the_markout_instants_are_recorded() -> None:
         journal = Journal(ledger, "p", clock, clock, "w1", 30.0)
         request = OrderRequest(make_client_order_id("p", "SPY", 0), "SPY", Side.SELL, D(5), OrderType.LIMIT,
                                D("601.25"))
-        journal.intent(request, 0, _quote(0))
+        asyncio.run(journal.intent(request, 0, _quote(0)))
         journal.quote(_quote(1, bid="601.24"))  # worked: every touch change is kept
         journal.event(_fill_event(request, 2))  # filled: markouts wanted at 3, 12 and 62 s
         for second, bid in [(2.5, "601.20"), (2.8, "601.21"), (3.5, "601.22"), (4, "601.23"),

@@ -5,6 +5,7 @@ Without a ledger every method does nothing, so the engine has one code path.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -15,7 +16,7 @@ from trimtab.domain.quotes import Quote
 from trimtab.domain.results import ExecutionResult, ExecutionStatus
 from trimtab.logs import get_logger
 from trimtab.ports.clock import Clock
-from trimtab.ports.ledger import Ledger, PlanState
+from trimtab.ports.ledger import Ledger, NewIntent, PlanState
 
 log = get_logger(__name__)
 
@@ -56,6 +57,8 @@ class Journal:
         self._targets: dict[str, list[datetime]] = {}  # markout times still to record
         self._held: dict[str, Quote] = {}  # the latest quote seen but not recorded
         self._filled: dict[ClientOrderId, Decimal] = {}  # cumulative fill qty recorded per order
+        self._intents: list[NewIntent] = []  # waiting for their shared commit
+        self._intents_committed: asyncio.Future[None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -69,14 +72,40 @@ class Journal:
         if self.ledger is not None:
             self.ledger.set_plan_state(self.plan_id, state, now=self._lease_clock.now())
 
-    def intent(self, request: OrderRequest, step: int, quote: Quote | None) -> None:
-        """Durably record an order about to be sent."""
+    async def intent(self, request: OrderRequest, step: int, quote: Quote | None) -> None:
+        """Durably record an order about to be sent: returns once the intent is committed.
+
+        The orders about to be sent in one turn of the event loop (a phase starting many at
+        once) share one commit.
+        """
         self.client_order_ids.add(request.client_order_id)
         self._open.setdefault(request.symbol, set()).add(request.client_order_id)
         if request.symbol not in self._last_quotes and quote is not None:
             self._last_quotes[request.symbol] = quote
-        if self.ledger is not None:
-            self.ledger.record_intent(self.plan_id, request, step=step, quote=quote, time=self._clock.now())
+        if self.ledger is None:
+            return
+        self._intents.append(NewIntent(request, step, quote, self._clock.now()))
+        committed = self._intents_committed
+        if committed is None:
+            loop = asyncio.get_running_loop()
+            committed = self._intents_committed = loop.create_future()
+            # Read even when every waiter was cancelled, so a failure is never left unseen.
+            committed.add_done_callback(lambda done: done.cancelled() or done.exception())
+            loop.call_soon(self._commit_intents)
+        # Shielded: one waiter cancelled must not cancel the commit the others wait for.
+        await asyncio.shield(committed)
+
+    def _commit_intents(self) -> None:
+        intents, self._intents = self._intents, []
+        committed, self._intents_committed = self._intents_committed, None
+        assert self.ledger is not None
+        assert committed is not None
+        try:
+            self.ledger.record_intents(self.plan_id, intents)
+        except Exception as exc:
+            committed.set_exception(exc)
+        else:
+            committed.set_result(None)
 
     def order(self, snapshot: OrderSnapshot) -> None:
         if self.ledger is not None:

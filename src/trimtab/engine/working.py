@@ -221,7 +221,7 @@ class OrderSession:
             order_type=order_type,
             limit_price=limit_price,
         )
-        self.journal.intent(request, step, quote)
+        await self.journal.intent(request, step, quote)
         snapshot = await self._send(request)
         self.journal.order(snapshot)
         self.tracker.update(snapshot)

@@ -20,16 +20,17 @@ IllegalTransitionError.
 Intents, orders, events, fills and quotes are append-only. Only a plan's own row
 changes: its state, its lease and, at the end, its stored result.
 
-Durable before acting: record_intent commits the intent, and everything recorded before
-it, before it returns; the engine sends the order after that. Order snapshots and events
-may wait in memory until the next commit point (see Ledger.flush), so an order lifecycle
-costs one commit, not one per event. Events lost in a crash are still at the broker:
-recovery looks up every client order id of the plan's intents, and records the orders
-and any fill quantity the ledger is missing.
+Durable before acting: record_intent (record_intents for several) commits the intent, and
+everything recorded before it, before it returns; the engine sends the order after that.
+Order snapshots and events may wait in memory until the next commit point (see
+Ledger.flush), so an order lifecycle costs one commit, not one per event. Events lost in a
+crash are still at the broker: recovery looks up every client order id of the plan's
+intents, and records the orders and any fill quantity the ledger is missing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -147,6 +148,17 @@ class PlanSummary:
     fills: int
     filled_notional: Decimal
     """Sum of qty * price over the plan's fills, both sides."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewIntent:
+    """An order about to be sent, to be recorded: the request, its ladder step, the quote
+    it was priced from and when."""
+
+    request: OrderRequest
+    step: int
+    quote: Quote | None
+    time: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +311,11 @@ class Ledger(Protocol):
         Returns False, writing nothing, when this plan already has an intent with this
         client order id (a resumed plan re-sending under the same id).
         """
+        ...
+
+    def record_intents(self, plan_id: str, intents: Sequence[NewIntent]) -> list[bool]:
+        """record_intent for several orders at once, in one commit: what the engine uses
+        when several orders are about to be sent together. One bool per intent, in order."""
         ...
 
     def record_order(self, plan_id: str, order: OrderSnapshot) -> None:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ from trimtab.ports.ledger import (
     ClaimOutcome,
     FillRecord,
     IntentRecord,
+    NewIntent,
     PlanClaim,
     PlanRecord,
     PlanState,
@@ -125,7 +126,7 @@ def _canonical_decimal(value: Decimal) -> str:
 
 
 def _require_aware(value: datetime, name: str) -> None:
-    if value.tzinfo is None or value.utcoffset() is None:
+    if value.tzinfo is not UTC and (value.tzinfo is None or value.utcoffset() is None):
         raise ValueError(f"{name} must be timezone-aware, got {value}")
 
 
@@ -216,7 +217,7 @@ class SqlLedger:
                 if hot is not None:
                     try:
                         if hot.has_pending:
-                            hot.commit(None)
+                            hot.commit()
                     finally:
                         hot.close()
         finally:
@@ -753,27 +754,37 @@ class SqlLedger:
         False, writing nothing, when this plan already has an intent with this client
         order id.
         """
-        _require_aware(time, "time")
+        return self.record_intents(plan_id, [NewIntent(request, step, quote, time)])[0]
+
+    def record_intents(self, plan_id: str, intents: Sequence[NewIntent]) -> list[bool]:
+        """Record orders about to be sent, durably, in one commit with everything recorded
+        before them; for each, False when the plan already had an intent with its id."""
+        for intent in intents:
+            _require_aware(intent.time, "time")
         writer, ref = self._hot_writer(plan_id)
-        values: dict[str, Any] = {
-            "plan_ref": ref,
-            "client_order_id": request.client_order_id,
-            "symbol": request.symbol,
-            "side": request.side.value,
-            "qty": request.qty,
-            "order_type": request.order_type.value,
-            "limit_price": request.limit_price,
-            "time_in_force": request.time_in_force.value,
-            "step": step,
-            "quote_bid": quote.bid if quote is not None else None,
-            "quote_ask": quote.ask if quote is not None else None,
-            "quote_bid_size": quote.bid_size if quote is not None else None,
-            "quote_ask_size": quote.ask_size if quote is not None else None,
-            "quote_time": quote.timestamp if quote is not None else None,
-            "time": time,
-        }
+        rows = []
+        for intent in intents:
+            request, quote = intent.request, intent.quote
+            values: dict[str, Any] = {
+                "plan_ref": ref,
+                "client_order_id": request.client_order_id,
+                "symbol": request.symbol,
+                "side": request.side.value,
+                "qty": request.qty,
+                "order_type": request.order_type.value,
+                "limit_price": request.limit_price,
+                "time_in_force": request.time_in_force.value,
+                "step": intent.step,
+                "quote_bid": quote.bid if quote is not None else None,
+                "quote_ask": quote.ask if quote is not None else None,
+                "quote_bid_size": quote.bid_size if quote is not None else None,
+                "quote_ask_size": quote.ask_size if quote is not None else None,
+                "quote_time": quote.timestamp if quote is not None else None,
+                "time": intent.time,
+            }
+            rows.append(writer.row("intent", values))
         with self._lock:
-            return writer.commit(writer.row("intent", values)) is not None
+            return [row_id is not None for row_id in writer.commit(rows)]
 
     def record_order(self, plan_id: str, order: OrderSnapshot) -> None:
         """Record the broker's view of an order (durable at the next commit point)."""
@@ -840,13 +851,13 @@ class SqlLedger:
         with self._lock:
             writer.add_quote(ref, quote)
             if len(writer.quotes) >= QUOTE_BATCH:
-                writer.commit(None)
+                writer.commit()
 
     def flush(self) -> None:
         """Commit the order snapshots, events and quotes waiting in memory."""
         with self._lock:
             if self._hot is not None and self._hot.has_pending:
-                self._hot.commit(None)
+                self._hot.commit()
 
     # Orders and events arrive many times per order, so they skip SQLAlchemy's per-statement
     # machinery: statements compiled once and run on one held DBAPI connection, with
@@ -856,19 +867,22 @@ class SqlLedger:
     # or max_pending rows.
 
     def _hot_writer(self, plan_id: str) -> tuple[_HotWriter, int]:
-        engine = self._ensure_ready()
         ref = self._plan_refs.get(plan_id)
         if ref is None:
             with self._read(flush=False) as conn:
                 ref = self._require_plan_ref(conn, plan_id)
+        return self._writer(), ref
+
+    def _writer(self) -> _HotWriter:
+        engine = self._ensure_ready()
         with self._lock:
             if self._hot is None:
                 self._hot = _HotWriter(engine)
-            return self._hot, ref
+            return self._hot
 
     def _commit_if_full(self, writer: _HotWriter) -> None:
         if len(writer.pending) > self._max_pending:
-            writer.commit(None)
+            writer.commit()
 
     def intents(self, plan_id: str) -> list[IntentRecord]:
         _, rows = self._plan_rows(schema.intents, plan_id)
@@ -951,12 +965,10 @@ class SqlLedger:
         logger.info("ledger flag set name=%s account=%s", name, self._account)
 
     def get_flag(self, name: str) -> str | None:
-        t = schema.flags
-        with self._read(flush=False) as conn:
-            value: str | None = conn.execute(
-                select(t.c.value).where(t.c.account == self._account).where(t.c.name == name)
-            ).scalar_one_or_none()
-        return value
+        """A flag's value (read often: the kill switch is checked every second of a run)."""
+        writer = self._writer()
+        with self._lock:
+            return writer.read_flag(self._account, name)
 
     def clear_flag(self, name: str) -> None:
         t = schema.flags
@@ -970,7 +982,7 @@ class SqlLedger:
 class _Prepared:
     """An INSERT compiled once for one dialect, with the bind processors of its columns."""
 
-    __slots__ = ("processors", "sql")
+    __slots__ = ("columns", "processors", "sql")
 
     def __init__(
         self, table: Table, dialect: Dialect, unique: Sequence[str] | None, *, returning: bool = True
@@ -982,17 +994,20 @@ class _Prepared:
             stmt = stmt.on_conflict_do_nothing(index_elements=list(unique))
         compiled = stmt.returning(table.c.id) if returning else stmt
         self.sql = compiled.compile(dialect=dialect).string
-        self.processors = tuple(
-            (column.name, column.type.dialect_impl(dialect).bind_processor(dialect))
-            for column in columns
-        )
+        self.columns = frozenset(column.name for column in columns)
+        self.processors: dict[str, Callable[[Any], Any]] = {}
+        for column in columns:
+            processor = schema.hot_bind_processor(column.type, dialect)
+            if processor is not None:
+                self.processors[column.name] = processor
 
     def params(self, values: dict[str, Any]) -> dict[str, Any]:
-        """values converted for the driver; raises here on a float or a naive datetime."""
-        return {
-            name: processor(values[name]) if processor is not None else values[name]
-            for name, processor in self.processors
-        }
+        """values converted for the driver, in place; raises here on a float or a naive datetime."""
+        if values.keys() != self.columns:
+            raise ValueError(f"columns differ from the table's: {sorted(values.keys() ^ self.columns)}")
+        for name, processor in self.processors.items():
+            values[name] = processor(values[name])
+        return values
 
 
 @dataclass(slots=True)
@@ -1020,7 +1035,14 @@ class _HotWriter:
         }
         # Quotes need no ids back: they go in one executemany per commit.
         self._quote = _Prepared(schema.quotes, dialect, None, returning=False)
-        self._quote_time = dict(self._quote.processors)["time"]
+        flags = schema.flags
+        self._flag_sql = (
+            select(flags.c.value)
+            .where(flags.c.account == bindparam("account"))
+            .where(flags.c.name == bindparam("name"))
+            .compile(dialect=dialect)
+            .string
+        )
         dbapi = engine.dialect.loaded_dbapi
         self._connection_errors: tuple[type[Exception], ...] = (
             dbapi.OperationalError,
@@ -1043,28 +1065,24 @@ class _HotWriter:
         self.pending.append(pending)
 
     def add_quote(self, plan_ref: int, quote: Quote) -> None:
-        # The hot path of recording the market: the quote's columns converted directly
-        # (decimal text, and the time through its column's own processor), not one bind
-        # processor call per column.
-        values = (quote.bid, quote.ask, quote.bid_size, quote.ask_size)
-        if not all(value.is_finite() for value in values):
-            raise ValueError(f"the ledger stores finite decimals only, got {quote}")
-        bid, ask, bid_size, ask_size = map(str, values)
-        time = self._quote_time(quote.timestamp) if self._quote_time is not None else quote.timestamp
-        self.quotes.append(
-            {"plan_ref": plan_ref, "symbol": quote.symbol, "bid": bid, "ask": ask, "bid_size": bid_size,
-             "ask_size": ask_size, "time": time}
-        )
+        values = {
+            "plan_ref": plan_ref,
+            "symbol": quote.symbol,
+            "bid": quote.bid,
+            "ask": quote.ask,
+            "bid_size": quote.bid_size,
+            "ask_size": quote.ask_size,
+            "time": quote.timestamp,
+        }
+        self.quotes.append(self._quote.params(values))
 
-    def commit(self, last: tuple[_Prepared, dict[str, Any]] | None) -> int | None:
-        """Write the pending rows and quotes, then `last`, in one transaction; the id of `last`.
+    def commit(self, last: Sequence[tuple[_Prepared, dict[str, Any]]] = ()) -> list[int | None]:
+        """Write the pending rows and quotes, then the rows of `last`, in one transaction.
 
-        None when `last` was not written because of its unique key. On an error nothing
-        is written and the pending rows stay pending.
+        Returns the id of each row of `last`, None where it was not written because of its
+        unique key. On an error nothing is written and the pending rows stay pending.
         """
-        if self._connection is None:
-            self._connection = self._engine.raw_connection()
-        connection = self._connection
+        connection = self._connect()
         cursor = connection.cursor()
         try:
             if self._sqlite:
@@ -1076,7 +1094,7 @@ class _HotWriter:
                     self._insert(cursor, prepared, {**params, "event_id": event_id})
             if self.quotes:
                 cursor.executemany(self._quote.sql, self.quotes)
-            last_id = self._insert(cursor, *last) if last is not None else None
+            last_ids = [self._insert(cursor, *row) for row in last]
             connection.commit()
         except self._connection_errors:
             # The connection may be dead (a server restart): the next commit opens another.
@@ -1090,7 +1108,28 @@ class _HotWriter:
             cursor.close()
         self.pending.clear()
         self.quotes.clear()
-        return last_id
+        return last_ids
+
+    def read_flag(self, account: str, name: str) -> str | None:
+        """A flag's committed value, read on the held connection in a transaction of its own."""
+        connection = self._connect()
+        cursor = connection.cursor()
+        try:
+            cursor.execute(self._flag_sql, {"account": account, "name": name})
+            row = cursor.fetchone()
+            connection.rollback()  # end the read (PostgreSQL opened a transaction for it)
+        except self._connection_errors:
+            self._connection = None
+            connection.invalidate()
+            raise
+        finally:
+            cursor.close()
+        return None if row is None else str(row[0])
+
+    def _connect(self) -> PoolProxiedConnection:
+        if self._connection is None:
+            self._connection = self._engine.raw_connection()
+        return self._connection
 
     @staticmethod
     def _insert(cursor: DBAPICursor, prepared: _Prepared, params: dict[str, Any]) -> int | None:
