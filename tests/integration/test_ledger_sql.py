@@ -293,6 +293,22 @@ def test_renewing_keeps_others_out(ledger: SqlLedger) -> None:
     assert _claim(ledger, "p1", "w2", now=T0 + timedelta(seconds=90)) is ClaimOutcome.RESUME
 
 
+def test_a_renewal_commits_what_waits_and_never_revives_a_finished_plan(url: str) -> None:
+    with SqlLedger(url) as running, SqlLedger(url) as other:
+        assert _claim(running, "p1", "w1") is ClaimOutcome.NEW
+        request = _request("p1")
+        running.record_event("p1", _fill(request, "1", "601.24", "1"))  # waits for a commit point
+        assert other.fills("p1") == []
+        assert running.renew_lease("p1", "w1", now=T0 + timedelta(seconds=10), lease_ttl=TTL)
+        assert [f.qty for f in other.fills("p1")] == [Decimal("1")]  # committed with the renewal
+        record = other.get_plan("p1")
+        assert record is not None
+        assert record.lease_expires_at == T0 + timedelta(seconds=10) + TTL
+        other.finish_plan("p1", _result("p1"), PlanState.DONE, now=T0 + timedelta(seconds=20))
+        assert not running.renew_lease("p1", "w1", now=T0 + timedelta(seconds=30), lease_ttl=TTL)
+        assert running.plan_state("p1") is PlanState.DONE
+
+
 def test_released_plan_can_be_resumed_at_once(ledger: SqlLedger) -> None:
     assert _claim(ledger, "p1", "w1") is ClaimOutcome.NEW
     assert not ledger.release_lease("p1", "w2", now=T0)

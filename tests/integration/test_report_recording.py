@@ -141,9 +141,28 @@ def test_after_the_orders_only_the_markout_instants_are_recorded() -> None:
                             (11, "601.19"), (13, "601.18"), (30, "601.17"), (70, "601.16"), (80, "601.15")]:
             journal.quote(_quote(second, bid=bid))
         kept = [((q.timestamp - T0).total_seconds(), str(q.bid)) for q in ledger.quotes("p")]
-        # Around each markout time: the quote that prevailed then, and the first one after it.
-        assert kept == [(1.0, "601.24"), (2.8, "601.21"), (3.5, "601.22"), (11.0, "601.19"),
-                        (13.0, "601.18"), (30.0, "601.17"), (70.0, "601.16")]
+        # At each markout time, once a later quote showed the market got there: the quote
+        # that prevailed then, as of that time. Nothing after the last one.
+        assert kept == [(1.0, "601.24"), (3.0, "601.21"), (12.0, "601.19"), (62.0, "601.17")]
+
+
+def test_markout_instants_passed_together_or_hit_exactly() -> None:
+    with SqlLedger("sqlite://") as ledger:
+        _claim(ledger)
+        clock = _FixedClock()
+        journal = Journal(ledger, "p", clock, clock, "w1", 30.0)
+        request = OrderRequest(make_client_order_id("p", "SPY", 0), "SPY", Side.SELL, D(5), OrderType.LIMIT,
+                               D("601.25"))
+        asyncio.run(journal.intent(request, 0, _quote(0)))
+        journal.quote(_quote(1, bid="601.24"))
+        journal.event(_fill_event(request, 2))  # markouts wanted at 3, 12 and 62 s
+        journal.quote(_quote(3, bid="601.20"))  # exactly at the first: this quote is the one
+        journal.quote(_quote(5, bid="601.19"))
+        journal.quote(_quote(100, bid="601.10"))  # a quiet market: 12 and 62 passed at once
+        kept = [((q.timestamp - T0).total_seconds(), str(q.bid)) for q in ledger.quotes("p")]
+        assert kept == [(1.0, "601.24"), (3.0, "601.20"), (12.0, "601.19"), (62.0, "601.19")]
+        record = load_execution(ledger, "p")
+        assert record.recorded_quotes == 4
 
 
 def test_a_released_stream_lingers_while_quotes_are_observed() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -28,7 +29,7 @@ this often (it says the touch still held, which the markouts need)."""
 
 MARKOUT_HORIZONS = (timedelta(seconds=1), timedelta(seconds=10), timedelta(seconds=60))
 """After a symbol's orders are done, only the market at these times after each fill is
-recorded (what TCA's markouts read), not every quote of a lingering stream."""
+recorded (what TCA's markouts read), not every quote of a lingering stream: one row each."""
 
 
 class Journal:
@@ -152,10 +153,10 @@ class Journal:
 
         While an order of the symbol is open, every change of the bid or ask price is kept
         (the charts need the touch), other quotes at most once per QUOTE_HEARTBEAT. Once
-        its orders are done (the stream lingers for the markouts), only the quotes that
-        show the market at MARKOUT_HORIZONS after each fill: the one prevailing then and
-        the first one after it. Quotes of other symbols (a stream still lingering from an
-        earlier plan) are not this plan's and are dropped.
+        its orders are done (the stream lingers for the markouts), one quote per
+        MARKOUT_HORIZONS after each fill: the one prevailing then, stamped with that time,
+        recorded once a later quote shows the market got there. Quotes of other symbols (a
+        stream still lingering from an earlier plan) are not this plan's and are dropped.
         """
         symbol = quote.symbol
         last = self._last_quotes.get(symbol)
@@ -177,11 +178,18 @@ class Journal:
         if quote.timestamp < targets[0]:
             self._held[symbol] = quote
             return
-        held = self._held.pop(symbol, None)
-        if held is not None:
-            self._record(held)  # the quote that prevailed at the target
-        self._record(quote)  # the market was seen past it
-        del targets[: bisect.bisect_right(targets, quote.timestamp)]
+        # The market was seen at or past these targets: at each one the quote before this
+        # one still held (recorded as of the target), unless this one came at that instant.
+        prevailing = self._held.pop(symbol, None) or last
+        passed = bisect.bisect_right(targets, quote.timestamp)
+        for target in targets[:passed]:
+            if target == quote.timestamp:
+                self._record(quote)
+            elif target > self._last_quotes[symbol].timestamp:  # else recorded while worked
+                self._record(replace(prevailing, timestamp=target))
+        del targets[:passed]
+        if self._last_quotes[symbol] is not quote:
+            self._held[symbol] = quote
 
     def _record(self, quote: Quote) -> None:
         assert self.ledger is not None

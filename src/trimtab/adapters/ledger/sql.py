@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -39,6 +39,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    literal_column,
     select,
     update,
 )
@@ -82,6 +83,7 @@ from trimtab.ports.ledger import (
 )
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 LEDGER_FILE_NAME = "ledger.sqlite3"
@@ -270,6 +272,9 @@ class SqlLedger:
         if not self._ready:
             if self._auto_migrate:
                 self.migrate()
+            with self._lock:
+                if self._hot is None:
+                    self._hot = _HotWriter(engine)  # its statements, ready before the first order
             self._ready = True
         return engine
 
@@ -534,21 +539,17 @@ class SqlLedger:
         return PlanClaim(ClaimOutcome.RESUME, plan_id, state, owner, expires)
 
     def renew_lease(self, plan_id: str, owner: str, *, now: datetime, lease_ttl: timedelta) -> bool:
-        """Extend owner's lease to now + lease_ttl; False when owner no longer holds the plan."""
+        """Extend owner's lease to now + lease_ttl; False when owner no longer holds the plan.
+
+        Called every few seconds of a run: one statement on the held connection, committed
+        with what waits for the next commit point.
+        """
         _require_aware(now, "now")
         if lease_ttl <= timedelta(0):
             raise ValueError("lease_ttl must be positive")
-        terminal = [state.value for state in PlanState if state.is_terminal]
-        with self._write() as conn:
-            renewed = conn.execute(
-                update(schema.plans)
-                .where(self._plan_key(plan_id))
-                .where(schema.plans.c.owner == owner)
-                .where(schema.plans.c.state.not_in(terminal))
-                .values(lease_expires_at=now + lease_ttl, updated_at=now)
-                .returning(schema.plans.c.id)
-            ).first()
-        return renewed is not None
+        writer = self._writer()
+        with self._lock:
+            return writer.renew_lease(self._account, plan_id, owner, now, now + lease_ttl)
 
     def release_lease(self, plan_id: str, owner: str, *, now: datetime, note: str | None = None) -> bool:
         """Give up owner's lease so another process may resume the plan at once."""
@@ -1018,31 +1019,68 @@ class _PendingRow:
     fill: tuple[_Prepared, dict[str, Any]] | None = None
 
 
-class _HotWriter:
-    """The frequent inserts, on one held DBAPI connection. Not thread-safe: hold the lock."""
+class _Statements:
+    """The hot writer's statements for one dialect, compiled once per process."""
 
-    def __init__(self, engine: Engine) -> None:
-        dialect = engine.dialect
-        self._sqlite = dialect.name == "sqlite"
-        if self._sqlite:
+    _compiled: ClassVar[dict[tuple[str, str], _Statements]] = {}
+
+    def __init__(self, dialect: Dialect) -> None:
+        if dialect.name == "sqlite":
             # Named parameters, so one parameter dict serves every dialect.
             dialect = sqlite.dialect(paramstyle="named")
-        self._statements = {
+        self.inserts = {
             "intent": _Prepared(schema.intents, dialect, ("plan_ref", "client_order_id")),
             "order": _Prepared(schema.orders, dialect, None),
             "event": _Prepared(schema.events, dialect, None),
             "fill": _Prepared(schema.fills, dialect, ("plan_ref", "broker_order_id", "cum_qty_key")),
         }
         # Quotes need no ids back: they go in one executemany per commit.
-        self._quote = _Prepared(schema.quotes, dialect, None, returning=False)
+        self.quote = _Prepared(schema.quotes, dialect, None, returning=False)
         flags = schema.flags
-        self._flag_sql = (
+        self.flag = (
             select(flags.c.value)
             .where(flags.c.account == bindparam("account"))
             .where(flags.c.name == bindparam("name"))
             .compile(dialect=dialect)
             .string
         )
+        plans = schema.plans
+        renew = (
+            update(plans)
+            .where(plans.c.account == bindparam("account"))
+            .where(plans.c.plan_id == bindparam("plan_id"))
+            .where(plans.c.owner == bindparam("owner"))
+            .values(lease_expires_at=bindparam("expires"), updated_at=bindparam("now"))
+            .returning(plans.c.id)
+        )
+        for state in PlanState:
+            if state.is_terminal:  # our own constants, written into the statement
+                renew = renew.where(plans.c.state != literal_column(f"'{state.value}'"))
+        self.renew = renew.compile(dialect=dialect).string
+        time = schema.hot_bind_processor(schema.UtcDateTime(), dialect)
+        assert time is not None
+        self.time: Callable[[Any], Any] = time
+
+    @classmethod
+    def of(cls, dialect: Dialect) -> _Statements:
+        key = (dialect.name, str(dialect.paramstyle))
+        statements = cls._compiled.get(key)
+        if statements is None:
+            statements = cls._compiled[key] = cls(dialect)
+        return statements
+
+
+class _HotWriter:
+    """The frequent inserts, on one held DBAPI connection. Not thread-safe: hold the lock."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._sqlite = engine.dialect.name == "sqlite"
+        statements = _Statements.of(engine.dialect)
+        self._statements = statements.inserts
+        self._quote = statements.quote
+        self._flag_sql = statements.flag
+        self._renew_sql = statements.renew
+        self._time = statements.time
         dbapi = engine.dialect.loaded_dbapi
         self._connection_errors: tuple[type[Exception], ...] = (
             dbapi.OperationalError,
@@ -1082,6 +1120,27 @@ class _HotWriter:
         Returns the id of each row of `last`, None where it was not written because of its
         unique key. On an error nothing is written and the pending rows stay pending.
         """
+        return self._transaction(lambda cursor: [self._insert(cursor, *row) for row in last])
+
+    def renew_lease(self, account: str, plan_id: str, owner: str, now: datetime, expires: datetime) -> bool:
+        """Extend the lease (with the pending rows, in one transaction); False when owner
+        no longer holds the unfinished plan."""
+        params = {
+            "account": account,
+            "plan_id": plan_id,
+            "owner": owner,
+            "now": self._time(now),
+            "expires": self._time(expires),
+        }
+
+        def renew(cursor: DBAPICursor) -> bool:
+            cursor.execute(self._renew_sql, params)
+            return cursor.fetchone() is not None
+
+        return self._transaction(renew)
+
+    def _transaction(self, last: Callable[[DBAPICursor], _T]) -> _T:
+        """Write the pending rows and quotes, then run `last`, in one transaction."""
         connection = self._connect()
         cursor = connection.cursor()
         try:
@@ -1094,7 +1153,7 @@ class _HotWriter:
                     self._insert(cursor, prepared, {**params, "event_id": event_id})
             if self.quotes:
                 cursor.executemany(self._quote.sql, self.quotes)
-            last_ids = [self._insert(cursor, *row) for row in last]
+            outcome = last(cursor)
             connection.commit()
         except self._connection_errors:
             # The connection may be dead (a server restart): the next commit opens another.
@@ -1108,7 +1167,7 @@ class _HotWriter:
             cursor.close()
         self.pending.clear()
         self.quotes.clear()
-        return last_ids
+        return outcome
 
     def read_flag(self, account: str, name: str) -> str | None:
         """A flag's committed value, read on the held connection in a transaction of its own."""
