@@ -309,3 +309,26 @@ def test_run_on_a_replay_of_recorded_quotes_and_trades(home: Path, tmp_path: Pat
     assert order["attempts"][0]["time"].startswith("2013-10-07T15:00")  # 11:00 New York
     assert not (home / "sim-account.json").exists()  # a replay does not touch the saved account
     assert cli(home, "run", str(plan), "--market", "replay:/no/such/folder", "--fresh")[0] == 2
+
+
+def _markout_coverage(home: Path, plan_id: str) -> dict[int, Decimal | None]:
+    from trimtab.tca import analyze, load_execution
+
+    with SqlLedger(default_ledger_url(home)) as ledger:
+        return analyze(load_execution(ledger, plan_id)).total.markout_coverage
+
+
+def test_run_records_the_markouts_of_its_last_fills_on_virtual_time(tmp_path: Path) -> None:
+    plan_id = json.loads(PLAN.read_text())["plan_id"]
+    waited, hurried = tmp_path / "waited", tmp_path / "hurried"
+    code, _, _ = cli(waited, "run", str(PLAN), "--account", str(ACCOUNT), "--json", "--seed", "3")
+    assert code == 0
+    code, _, _ = cli(hurried, "run", str(PLAN), "--account", str(ACCOUNT), "--json", "--seed", "3",
+                     "--no-markouts")
+    assert code == 0
+    # The default on the simulated exchange waits (virtual time: no wall time) until the
+    # market a minute after every fill is on record.
+    assert _markout_coverage(waited, plan_id) == {1: Decimal(1), 10: Decimal(1), 60: Decimal(1)}
+    # Ending with the plan leaves the last fills without their 60 s markouts.
+    coverage = _markout_coverage(hurried, plan_id)[60]
+    assert coverage is None or coverage < Decimal(1)

@@ -24,6 +24,7 @@ from trimtab.cli.common import (
     JsonOpt,
     LedgerOpt,
     LiveOpt,
+    MarkoutsOpt,
     SeedOpt,
     VerboseOpt,
     console,
@@ -37,6 +38,7 @@ from trimtab.cli.common import (
     run_async,
     setup_logging,
     trimtab_home,
+    wait_for_markouts,
 )
 from trimtab.cli.render import account_table, preview_table, result_summary, result_table
 from trimtab.domain.errors import ConfigurationError
@@ -86,6 +88,7 @@ def run(
         float | None,
         typer.Option("--speed", help="Pace the simulated market at N times real time (default: flat out)."),
     ] = None,
+    markouts: MarkoutsOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Execute a rebalance plan: sells, then buys sized from what the sells raised."""
@@ -123,6 +126,7 @@ def run(
                 show_progress=not json_output,
                 ledger=ledger,
                 risk=risk_config,
+                markouts=wait_for_markouts(markouts, broker, speed),
             ),
             speed=speed,
         )
@@ -148,6 +152,7 @@ async def _execute(
     show_progress: bool,
     ledger: str | None,
     risk: RiskConfig,
+    markouts: bool,
 ) -> ExecutionResult:
     progress = Progress(
         TextColumn("{task.description}"),
@@ -163,7 +168,9 @@ async def _execute(
         progress.update(task, advance=1, description=f"{event.order.symbol} {event.kind.value}")
 
     with progress:
-        return await execute_plan(options, config, plan, ledger_option=ledger, on_event=on_event, risk=risk)
+        return await execute_plan(
+            options, config, plan, ledger_option=ledger, on_event=on_event, risk=risk, markouts=markouts
+        )
 
 
 @app.command()

@@ -55,6 +55,14 @@ LiveOpt = Annotated[
     bool, typer.Option("--live", help="Trade the live Alpaca account (paper is the default).")
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log every state change on stderr.")]
+MarkoutsOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--markouts/--no-markouts",
+        help="After the plan, record the market a minute past its last fills for the report's "
+        "markouts (default: on for the simulated exchange on virtual time, off on real time).",
+    ),
+]
 
 
 def _console(stderr: bool) -> Console:
@@ -281,10 +289,13 @@ async def execute_plan(
     ledger_option: str | None = None,
     on_event: Callable[[OrderEvent], None] | None = None,
     risk: RiskConfig | None = None,
+    markouts: bool = False,
 ) -> ExecutionResult:
     """Execute a plan on the selected broker, recorded in the ledger (idempotent, resumable).
 
-    risk defaults to the TRIMTAB_RISK_* environment variables.
+    risk defaults to the TRIMTAB_RISK_* environment variables. markouts: after the plan,
+    wait until the market a minute after its last fills is recorded (see
+    Executor.finish_markouts).
     """
     home = home or trimtab_home()
     risk = risk if risk is not None else RiskConfig.load()
@@ -298,12 +309,23 @@ async def execute_plan(
         ):
             remove = broker.add_order_listener(on_event) if on_event is not None else None
             try:
-                return await executor.execute_rebalance_plan(plan)
+                result = await executor.execute_rebalance_plan(plan)
             finally:
                 if remove is not None:
                     remove()
+            if markouts and not result.already_executed:
+                await executor.finish_markouts()
+            return result
     finally:
         ledger.close()
+
+
+def wait_for_markouts(choice: bool | None, broker: str, speed: float | None) -> bool:
+    """--markouts/--no-markouts, by default on for the simulated exchange on virtual time
+    (where the wait costs no time) and off on real time (a minute after the result)."""
+    if choice is not None:
+        return choice
+    return broker == "sim" and speed is None
 
 
 def run_async(broker: str, make: Callable[[], Coroutine[Any, Any, T]], speed: float | None = None) -> T:

@@ -41,6 +41,7 @@ from trimtab.cli.common import (
     BrokerOptions,
     ExitCode,
     FreshOpt,
+    MarkoutsOpt,
     SeedOpt,
     VerboseOpt,
     console,
@@ -53,6 +54,7 @@ from trimtab.cli.common import (
     read_text,
     run_async,
     setup_logging,
+    wait_for_markouts,
 )
 from trimtab.domain.errors import (
     ConfigurationError,
@@ -309,6 +311,7 @@ def rebalance_command(
     risk_config: RiskConfig | None = None,
     home: Path | None = None,
     confirm: Callable[[str], bool] | None = None,
+    markouts: bool | None = None,
 ) -> ExitCode:
     """Compute the plan, preview it, confirm on a real broker, and execute it."""
 
@@ -359,8 +362,9 @@ def rebalance_command(
         reserve = money(proposal.reserve_amount)
         if reserve > exec_config.cash_reserve:
             exec_config = exec_config.model_copy(update={"cash_reserve": reserve})
+        wait = wait_for_markouts(markouts, options.broker, None)
         result = run_async(
-            options.broker, lambda: _execute(options, exec_config, proposal.plan, home, risk_config)
+            options.broker, lambda: _execute(options, exec_config, proposal.plan, home, risk_config, wait)
         )
         if json_output:
             sys.stdout.write(result.model_dump_json(indent=2) + "\n")
@@ -406,8 +410,9 @@ async def _execute(
     plan: RebalancePlan,
     home: Path | None,
     risk: RiskConfig | None,
+    markouts: bool,
 ) -> ExecutionResult:
-    return await execute_plan(options, config, plan, home=home, risk=risk)
+    return await execute_plan(options, config, plan, home=home, risk=risk, markouts=markouts)
 
 
 def _result_line(result: ExecutionResult) -> str:
@@ -555,6 +560,7 @@ def register(app: typer.Typer) -> None:
         drift_band_relative: RelBandOpt = None,
         min_trade: MinTradeOpt = None,
         whole_shares: WholeOpt = None,
+        markouts: MarkoutsOpt = None,
         verbose: VerboseOpt = False,
     ) -> None:
         """Compute a plan from target weights, preview it, confirm, and execute it."""
@@ -584,6 +590,7 @@ def register(app: typer.Typer) -> None:
                 planner_config=planner_config,
                 execution_config=execution_config,
                 risk_config=RiskConfig.load(config),
+                markouts=markouts,
             )
 
         raise typer.Exit(int(guard(body)))

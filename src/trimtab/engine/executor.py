@@ -148,6 +148,16 @@ class Executor:
     ) -> None:
         await self.shutdown()
 
+    async def finish_markouts(self) -> None:
+        """Keep recording the market after the last plan's fills until the markout window
+        (60 s after a fill) has passed for each lingering quote stream, then return.
+
+        A run that ends right after its plan leaves the last fills without their later
+        markouts; this waits for them (instant on the simulated exchange's virtual time).
+        Returns at once without a ledger or when no stream lingers.
+        """
+        await self._quotes.settle()
+
     async def start(self) -> None:
         """Start the broker connection and the order event stream."""
         if self._closed:

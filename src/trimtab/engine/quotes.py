@@ -120,6 +120,11 @@ class QuoteService:
             del self._lingering[symbol]
             await self._unsubscribe([symbol])
 
+    async def settle(self) -> None:
+        """Wait until every lingering stream has closed, its linger run out."""
+        while self._lingering:
+            await asyncio.gather(*list(self._lingering.values()), return_exceptions=True)
+
     async def stop(self) -> None:
         lingering = list(self._lingering.items())
         self._lingering.clear()
