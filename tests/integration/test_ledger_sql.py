@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,9 +24,9 @@ import boto3
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, make_url
 
-from tests.pgkit import scratch_schema_url
+from tests.pgkit import POSTGRES_URL, scratch_schema_url
 from trimtab.adapters.ledger import SqlLedger, default_ledger_url, export_jsonl, head_revision
 from trimtab.adapters.ledger import schema as ledger_schema
 from trimtab.domain.errors import (
@@ -294,7 +295,7 @@ def test_renewing_keeps_others_out(ledger: SqlLedger) -> None:
 
 
 def test_a_renewal_commits_what_waits_and_never_revives_a_finished_plan(url: str) -> None:
-    with SqlLedger(url) as running, SqlLedger(url) as other:
+    with SqlLedger(url) as running, SqlLedger(url, share_connections=False) as other:
         assert _claim(running, "p1", "w1") is ClaimOutcome.NEW
         request = _request("p1")
         running.record_event("p1", _fill(request, "1", "601.24", "1"))  # waits for a commit point
@@ -470,7 +471,7 @@ def test_an_intent_is_recorded_once(ledger: SqlLedger) -> None:
 
 
 def test_intents_recorded_together_share_one_commit(url: str) -> None:
-    with SqlLedger(url) as writer, SqlLedger(url) as reader:
+    with SqlLedger(url) as writer, SqlLedger(url, share_connections=False) as reader:
         assert _claim(writer, "p1") is ClaimOutcome.NEW
         first, second, third = (_request("p1", attempt) for attempt in range(3))
         assert writer.record_intent("p1", second, step=0, quote=None, time=T0)
@@ -532,7 +533,7 @@ def test_a_redelivered_fill_is_not_counted_twice(ledger: SqlLedger) -> None:
 
 
 def test_events_are_durable_before_the_next_intent(url: str) -> None:
-    with SqlLedger(url) as writer, SqlLedger(url) as reader:
+    with SqlLedger(url) as writer, SqlLedger(url, share_connections=False) as reader:
         assert _claim(writer, "p1") is ClaimOutcome.NEW
         first = _request("p1", 0)
         assert writer.record_intent("p1", first, step=0, quote=None, time=T0)
@@ -571,7 +572,7 @@ def test_reads_see_their_own_pending_writes(ledger: SqlLedger) -> None:
 
 
 def test_max_pending_zero_commits_every_event(url: str) -> None:
-    with SqlLedger(url, max_pending=0) as writer, SqlLedger(url) as reader:
+    with SqlLedger(url, max_pending=0) as writer, SqlLedger(url, share_connections=False) as reader:
         assert _claim(writer, "p1") is ClaimOutcome.NEW
         request = _request("p1")
         writer.record_order("p1", _snapshot(request, OrderStatus.ACCEPTED))
@@ -581,7 +582,7 @@ def test_max_pending_zero_commits_every_event(url: str) -> None:
 
 
 def test_pending_rows_are_committed_when_many(url: str) -> None:
-    with SqlLedger(url, max_pending=3) as writer, SqlLedger(url) as reader:
+    with SqlLedger(url, max_pending=3) as writer, SqlLedger(url, share_connections=False) as reader:
         assert _claim(writer, "p1") is ClaimOutcome.NEW
         request = _request("p1")
         for cumulative in range(1, 4):
@@ -676,7 +677,7 @@ def test_flags(ledger: SqlLedger) -> None:
 
 
 def test_a_flag_set_elsewhere_is_seen_at_the_next_read(url: str) -> None:
-    with SqlLedger(url) as running, SqlLedger(url) as operator:
+    with SqlLedger(url) as running, SqlLedger(url, share_connections=False) as operator:
         assert _claim(running, "p1") is ClaimOutcome.NEW
         assert running.get_flag("kill_switch") is None
         running.record_event("p1", _fill(_request("p1"), "1", "601.24", "1"))  # waits in memory
@@ -688,6 +689,46 @@ def test_a_flag_set_elsewhere_is_seen_at_the_next_read(url: str) -> None:
         assert operator.fills("p1") == []
         running.flush()
         assert [f.qty for f in operator.fills("p1")] == [Decimal("1")]
+
+
+# --- several accounts in one process ---
+
+
+def _connections_named(name: str) -> int:
+    admin = create_engine(POSTGRES_URL)
+    try:
+        with admin.connect() as conn:
+            return int(conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %(name)s", {"name": name}
+            ).scalar_one())
+    finally:
+        admin.dispose()
+
+
+def test_the_accounts_of_a_process_share_its_connections(postgres_url: str) -> None:
+    name = f"trimtab-share-{uuid.uuid4().hex[:8]}"
+    url = make_url(postgres_url).update_query_dict({"application_name": name}).render_as_string(
+        hide_password=False)
+    ledgers = [SqlLedger(url, account=f"acct-{i}") for i in range(12)]
+    try:
+        for i, ledger in enumerate(ledgers):
+            plan_id = f"plan-{i}"
+            assert _claim(ledger, plan_id) is ClaimOutcome.NEW
+            assert ledger.record_intent(plan_id, _request(plan_id), step=0, quote=None, time=T0)
+            ledger.record_event(plan_id, _fill(_request(plan_id), "1", "600", "1"))  # waits
+            assert ledger.get_flag("kill_switch") is None
+        # One pool and one held connection for all twelve accounts, not two per account.
+        assert _connections_named(name) <= 2
+        ledgers[0].close()  # commits what it had waiting; the others go on
+        assert [f.qty for f in ledgers[1].fills("plan-0")] == []  # the accounts stay apart
+        assert ledgers[1].record_intent("plan-1", _request("plan-1", 1), step=1, quote=None, time=T0)
+        with SqlLedger(postgres_url, account="acct-0", share_connections=False) as elsewhere:
+            assert [f.qty for f in elsewhere.fills("plan-0")] == [Decimal("1")]
+            assert len(elsewhere.intents("plan-0")) == 1
+    finally:
+        for ledger in ledgers:
+            ledger.close()
+    assert _connections_named(name) == 0  # closed with the last of them
 
 
 # --- several processes ---

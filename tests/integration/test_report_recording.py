@@ -58,7 +58,7 @@ def _quote(seconds: float, bid: str = "601.23", ask: str = "601.25", bid_size: s
 
 
 def test_quotes_round_trip_exactly_and_wait_for_a_commit_point(url: str, tmp_path: Path) -> None:
-    with SqlLedger(url) as ledger, SqlLedger(url) as reader:
+    with SqlLedger(url) as ledger, SqlLedger(url, share_connections=False) as reader:
         _claim(ledger)
         quotes = [_quote(0.25), _quote(1.5, bid="601.24"), _quote(2, symbol="BND", bid="72.1", ask="72.11")]
         for quote in quotes:
@@ -73,7 +73,7 @@ def test_quotes_round_trip_exactly_and_wait_for_a_commit_point(url: str, tmp_pat
 
 def test_a_full_batch_of_quotes_is_committed_without_a_flush(tmp_path: Path) -> None:
     url = default_ledger_url(tmp_path)
-    with SqlLedger(url) as ledger, SqlLedger(url) as reader:
+    with SqlLedger(url) as ledger, SqlLedger(url, share_connections=False) as reader:
         _claim(ledger)
         for index in range(QUOTE_BATCH):
             ledger.record_quote("p", _quote(index / 10))

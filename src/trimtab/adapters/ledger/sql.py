@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -143,6 +144,12 @@ class SqlLedger:
     as it arrives. sqlite_synchronous: SQLite's synchronous pragma; NORMAL in WAL mode
     survives a killed process, FULL also a power cut, at several times the cost.
 
+    The SqlLedgers of one process on the same database (several accounts) share its
+    connections: one pool and one held connection for the frequent writes, closed with the
+    last of them; what one has waiting for a commit point, they all commit.
+    share_connections False gives one connections of its own, as another process has
+    (an in-memory SQLite database is never shared: each SqlLedger on one is its own).
+
     One SqlLedger may be shared by threads (writes are serialized by a lock); each
     process opens its own.
     """
@@ -156,6 +163,7 @@ class SqlLedger:
         busy_timeout_seconds: float = 30.0,
         sqlite_synchronous: str = "NORMAL",
         max_pending: int = 256,
+        share_connections: bool = True,
     ) -> None:
         if not account or len(account) > schema.ACCOUNT_LENGTH:
             raise ConfigurationError(
@@ -176,12 +184,11 @@ class SqlLedger:
         self._auto_migrate = migrate
         self._busy_timeout = busy_timeout_seconds
         self._sqlite_synchronous = sqlite_synchronous.upper()
-        self._engine: Engine | None = None
+        self._share_connections = share_connections
+        self._shared: _Shared | None = None
         self._statements: dict[tuple[str, str, str], Insert] = {}
-        self._hot: _HotWriter | None = None
         self._plan_refs: dict[str, int] = {}
         self._max_pending = max_pending
-        self._lock = threading.RLock()
         self._ready = False
         self._closed = False
 
@@ -211,21 +218,12 @@ class SqlLedger:
         self.close()
 
     def close(self) -> None:
-        """Commit pending orders and events, then dispose of the connections. Safe to call twice."""
+        """Commit pending orders and events, then let go of the connections (closed with the
+        last SqlLedger of this database in the process). Safe to call twice."""
         self._closed = True
-        try:
-            with self._lock:
-                hot, self._hot = self._hot, None
-                if hot is not None:
-                    try:
-                        if hot.has_pending:
-                            hot.commit()
-                    finally:
-                        hot.close()
-        finally:
-            if self._engine is not None:
-                self._engine.dispose()
-                self._engine = None
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            shared.release()
 
     def open(self) -> None:
         """Connect and migrate now, instead of on the first call."""
@@ -252,6 +250,8 @@ class SqlLedger:
                 logger.info("ledger migrate from=%s to=%s url=%s", current, head, self.url)
                 command.upgrade(alembic_config(conn), "head")
         self._ready = True
+        if self._shared is not None:
+            self._shared.migrated = True
         return head
 
     def current_revision(self) -> str | None:
@@ -261,22 +261,34 @@ class SqlLedger:
             return MigrationContext.configure(conn).get_current_revision()
 
     def _get_engine(self) -> Engine:
+        return self._connections().engine
+
+    def _connections(self) -> _Shared:
         if self._closed:
             raise RuntimeError("this SqlLedger is closed")
-        if self._engine is None:
-            self._engine = self._create_engine()
-        return self._engine
+        if self._shared is None:
+            self._shared = _Shared.acquire(self._share_key(), self._create_engine)
+        return self._shared
+
+    def _share_key(self) -> tuple[object, ...] | None:
+        """What makes two SqlLedgers of this process use the same connections: the same
+        database with the same settings. Never an in-memory SQLite database (each is its own)."""
+        if not self._share_connections or (self.dialect == "sqlite" and _sqlite_in_memory(self._url)):
+            return None
+        return (self._url.render_as_string(hide_password=False), self._busy_timeout, self._sqlite_synchronous)
 
     def _ensure_ready(self) -> Engine:
-        engine = self._get_engine()
+        shared = self._connections()
         if not self._ready:
-            if self._auto_migrate:
+            if self._auto_migrate and not shared.migrated:
                 self.migrate()
-            with self._lock:
-                if self._hot is None:
-                    self._hot = _HotWriter(engine)  # its statements, ready before the first order
             self._ready = True
-        return engine
+        return shared.engine
+
+    @property
+    def _lock(self) -> threading.RLock:
+        """Serializes the use of the held connection, which is shared."""
+        return self._connections().lock
 
     def _create_engine(self) -> Engine:
         url = self._url
@@ -291,7 +303,7 @@ class SqlLedger:
 
     def _create_sqlite_engine(self, url: URL) -> Engine:
         database = url.database or ""
-        in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+        in_memory = _sqlite_in_memory(url)
         if not in_memory:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # The pool and the held write connection (behind a lock) may be used from any thread.
@@ -845,10 +857,12 @@ class SqlLedger:
         events, or when QUOTE_BATCH of them wait.
         """
         _require_aware(quote.timestamp, "quote.timestamp")
-        writer = self._hot
+        shared = self._shared
         ref = self._plan_refs.get(plan_id)
-        if writer is None or ref is None or self._closed:
+        if shared is None or ref is None or not self._ready:
             writer, ref = self._hot_writer(plan_id)
+        else:
+            writer = shared.hot
         with self._lock:
             writer.add_quote(ref, quote)
             if len(writer.quotes) >= QUOTE_BATCH:
@@ -856,9 +870,9 @@ class SqlLedger:
 
     def flush(self) -> None:
         """Commit the order snapshots, events and quotes waiting in memory."""
-        with self._lock:
-            if self._hot is not None and self._hot.has_pending:
-                self._hot.commit()
+        shared = self._shared
+        if shared is not None:
+            shared.flush()
 
     # Orders and events arrive many times per order, so they skip SQLAlchemy's per-statement
     # machinery: statements compiled once and run on one held DBAPI connection, with
@@ -875,11 +889,8 @@ class SqlLedger:
         return self._writer(), ref
 
     def _writer(self) -> _HotWriter:
-        engine = self._ensure_ready()
-        with self._lock:
-            if self._hot is None:
-                self._hot = _HotWriter(engine)
-            return self._hot
+        self._ensure_ready()
+        return self._connections().hot
 
     def _commit_if_full(self, writer: _HotWriter) -> None:
         if len(writer.pending) > self._max_pending:
@@ -1017,6 +1028,69 @@ class _PendingRow:
 
     row: tuple[_Prepared, dict[str, Any]]
     fill: tuple[_Prepared, dict[str, Any]] | None = None
+
+
+def _sqlite_in_memory(url: URL) -> bool:
+    database = url.database or ""
+    return database in ("", ":memory:") or database.startswith("file::memory:")
+
+
+class _Shared:
+    """The engine and the held write connection of one database, shared in a process by
+    every SqlLedger on it (one per account, and a worker runs many accounts), so their
+    number of connections does not grow with the accounts. Closed with the last user.
+    """
+
+    _open: ClassVar[dict[tuple[object, ...], _Shared]] = {}
+    _open_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, key: tuple[object, ...] | None, engine: Engine) -> None:
+        self.key = key
+        self.engine = engine
+        self.hot = _HotWriter(engine)
+        self.lock = threading.RLock()  # serializes the held connection
+        self.users = 0
+        self.migrated = False
+
+    @classmethod
+    def acquire(cls, key: tuple[object, ...] | None, create: Callable[[], Engine]) -> _Shared:
+        """The connections of key's database (new ones when key is None), counted as used."""
+        with cls._open_lock:
+            shared = cls._open.get(key) if key is not None else None
+            if shared is None:
+                shared = cls(key, create())
+                if key is not None:
+                    cls._open[key] = shared
+            shared.users += 1
+            return shared
+
+    def flush(self) -> None:
+        with self.lock:
+            if self.hot.has_pending:
+                self.hot.commit()
+
+    def release(self) -> None:
+        """Commit what waits; the last user also closes the connections."""
+        try:
+            self.flush()
+        finally:
+            with self._open_lock:
+                self.users -= 1
+                last = self.users <= 0
+                if last and self.key is not None and self._open.get(self.key) is self:
+                    del self._open[self.key]
+            if last:
+                with self.lock:
+                    self.hot.close()
+                self.engine.dispose()
+
+    @classmethod
+    def forget_inherited(cls) -> None:
+        """In a forked child: the parent's connections are not this process's to share."""
+        cls._open = {}
+
+
+os.register_at_fork(after_in_child=_Shared.forget_inherited)
 
 
 class _Statements:
