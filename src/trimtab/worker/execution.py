@@ -198,11 +198,18 @@ def _run_sim(
 
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         remove = broker.add_order_listener(save_on_change)
+        busy = False
         try:
             return run_virtual(main(), speed=settings.speed)
+        except PlanInProgressError:
+            # Another run holds the plan (and so the account): this one did nothing, and
+            # saving the state it loaded would write over what the other run saves.
+            busy = True
+            raise
         finally:
             remove()
-            broker.save(state)
+            if not busy:
+                broker.save(state)
 
     return run
 

@@ -121,8 +121,18 @@ class JobRuntime:
     ledgers: LedgerPool | None = None
 
     def owner(self, job: Job) -> str:
-        """The owner of the job's plan in the ledger: this worker (its process and queue id)."""
-        return f"{self.name}#w{job.worker_id}"[:200]
+        """The owner of the job's plan in the ledger: this worker (its name and queue id) and
+        this run of the job (its id and attempt), as ``name#w<worker>.j<job>.a<attempt>``.
+
+        Every run of a job is an owner of its own. A worker taken for dead while alive (its
+        heartbeat late: a loaded machine, a stalled loop) has its running jobs handed back
+        to the queue, and may fetch one of them again while the first run still trades; the
+        ledger resumes a plan for its own owner at once, so with one owner per worker both
+        runs would send orders. With one per run, the second finds the plan busy and waits
+        for the first (PlanBusyError).
+        """
+        run = f"#w{job.worker_id}.j{job.id}.a{job.attempts}"
+        return self.name[: 200 - len(run)] + run
 
 
 def build_app(database: Database, runtime: JobRuntime | None = None, *, pool_size: int = 4) -> App:
