@@ -19,6 +19,19 @@ D = Decimal
 START = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)  # 10:00 in New York
 
 
+class FixedClock:
+    """A clock that stands still at one instant (for code that only stamps times)."""
+
+    def __init__(self, at: datetime = START) -> None:
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+    def monotonic(self) -> float:
+        return 0.0
+
+
 def plan(plan_id: str, *items: dict[str, Any], **extra: Any) -> RebalancePlan:
     return RebalancePlan.model_validate({"plan_id": plan_id, "items": list(items), **extra})
 

@@ -11,20 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.simkit import FixedClock
 from trimtab.adapters.ledger import SqlLedger, default_ledger_url
 from trimtab.domain.orders import OrderRequest, OrderType, Side, make_client_order_id
 from trimtab.engine.journal import Journal
 from trimtab.ports.ledger import NewIntent
 
 T0 = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
-
-
-class _Clock:
-    def now(self) -> datetime:
-        return T0
-
-    def monotonic(self) -> float:
-        return 0.0
 
 
 class _CountingLedger(SqlLedger):
@@ -45,7 +38,7 @@ def _request(symbol: str) -> OrderRequest:
 
 
 def _journal(ledger: SqlLedger) -> Journal:
-    clock = _Clock()
+    clock = FixedClock(T0)
     return Journal(ledger, "p", clock, clock, "w1", 30.0)
 
 

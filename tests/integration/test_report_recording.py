@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.pgkit import scratch_schema_url
-from tests.simkit import broker, buy, plan, sell
+from tests.simkit import FixedClock, broker, buy, plan, sell
 from trimtab.adapters.ledger import SqlLedger, default_ledger_url, export_jsonl
 from trimtab.adapters.ledger.sql import QUOTE_BATCH
 from trimtab.adapters.sim.virtual_loop import run_virtual
@@ -85,18 +85,10 @@ def test_quotes_of_an_unknown_plan_are_refused() -> None:
         ledger.record_quote("nothing", _quote(0))
 
 
-class _FixedClock:
-    def now(self) -> datetime:
-        return T0
-
-    def monotonic(self) -> float:
-        return 0.0
-
-
 def test_the_journal_keeps_touch_changes_and_throttles_the_rest() -> None:
     with SqlLedger("sqlite://") as ledger:
         _claim(ledger)
-        clock = _FixedClock()
+        clock = FixedClock(T0)
         journal = Journal(ledger, "p", clock, clock, "w1", 30.0)
         assert journal.quote_observer is not None
         journal.quote(_quote(0.1))  # no order of SPY yet: not this plan's symbol
@@ -127,16 +119,23 @@ def _fill_event(request: OrderRequest, seconds: float) -> OrderEvent:
                       fill_price=request.limit_price)
 
 
+def _filled_at_two_seconds(ledger: SqlLedger) -> Journal:
+    """A journal whose SPY order, worked from 0 s (touch 601.24 at 1 s), filled at 2 s:
+    markouts wanted at 3, 12 and 62 s."""
+    _claim(ledger)
+    clock = FixedClock(T0)
+    journal = Journal(ledger, "p", clock, clock, "w1", 30.0)
+    request = OrderRequest(make_client_order_id("p", "SPY", 0), "SPY", Side.SELL, D(5), OrderType.LIMIT,
+                           D("601.25"))
+    asyncio.run(journal.intent(request, 0, _quote(0)))
+    journal.quote(_quote(1, bid="601.24"))  # worked: every touch change is kept
+    journal.event(_fill_event(request, 2))
+    return journal
+
+
 def test_after_the_orders_only_the_markout_instants_are_recorded() -> None:
     with SqlLedger("sqlite://") as ledger:
-        _claim(ledger)
-        clock = _FixedClock()
-        journal = Journal(ledger, "p", clock, clock, "w1", 30.0)
-        request = OrderRequest(make_client_order_id("p", "SPY", 0), "SPY", Side.SELL, D(5), OrderType.LIMIT,
-                               D("601.25"))
-        asyncio.run(journal.intent(request, 0, _quote(0)))
-        journal.quote(_quote(1, bid="601.24"))  # worked: every touch change is kept
-        journal.event(_fill_event(request, 2))  # filled: markouts wanted at 3, 12 and 62 s
+        journal = _filled_at_two_seconds(ledger)
         for second, bid in [(2.5, "601.20"), (2.8, "601.21"), (3.5, "601.22"), (4, "601.23"),
                             (11, "601.19"), (13, "601.18"), (30, "601.17"), (70, "601.16"), (80, "601.15")]:
             journal.quote(_quote(second, bid=bid))
@@ -148,14 +147,7 @@ def test_after_the_orders_only_the_markout_instants_are_recorded() -> None:
 
 def test_markout_instants_passed_together_or_hit_exactly() -> None:
     with SqlLedger("sqlite://") as ledger:
-        _claim(ledger)
-        clock = _FixedClock()
-        journal = Journal(ledger, "p", clock, clock, "w1", 30.0)
-        request = OrderRequest(make_client_order_id("p", "SPY", 0), "SPY", Side.SELL, D(5), OrderType.LIMIT,
-                               D("601.25"))
-        asyncio.run(journal.intent(request, 0, _quote(0)))
-        journal.quote(_quote(1, bid="601.24"))
-        journal.event(_fill_event(request, 2))  # markouts wanted at 3, 12 and 62 s
+        journal = _filled_at_two_seconds(ledger)
         journal.quote(_quote(3, bid="601.20"))  # exactly at the first: this quote is the one
         journal.quote(_quote(5, bid="601.19"))
         journal.quote(_quote(100, bid="601.10"))  # a quiet market: 12 and 62 passed at once
