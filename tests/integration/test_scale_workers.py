@@ -13,24 +13,26 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 import pytest
 import typer
 import yaml
-from procrastinate.jobs import Job
+from procrastinate import App
+from procrastinate.jobs import Job, Status
 from typer.testing import CliRunner
 
 from tests.pgkit import scratch_schema_url
@@ -57,7 +59,7 @@ from trimtab.worker import (
     load_accounts,
     queue_status,
 )
-from trimtab.worker.queue import JobRuntime
+from trimtab.worker.queue import JobRuntime, build_app
 
 # `trimtab submit|worker|status` without depending on the main app's wiring.
 BOOT = (
@@ -74,6 +76,7 @@ EXECUTION = {
     "plan_timeout": 60,
     "order_ack_timeout": 5,
 }
+T = TypeVar("T")
 ACCOUNTS = 10
 INITIAL: dict[str, Any] = {"cash": "50000", "positions": {"SPY": "100"}}
 SANDBOX_SPEED = 10.0
@@ -723,3 +726,273 @@ def test_a_job_handed_back_while_its_first_run_still_trades_does_not_run_the_pla
         assert record is not None
         assert record.owner == first
         assert ledger.intents(plan.plan_id) == []
+
+
+# --- a worker's own heartbeat, runs of a job handed back, and the worker's log ---
+
+
+SLOW_STALL = ("--heartbeat", "30", "--stalled-after", "61", "--stall-check", "0.2", "--poll", "0.2")
+"""Heartbeats far apart (none after registration within a test) and frequent stall checks,
+so a heartbeat the test backdates stays late while the worker looks for stalled workers."""
+
+
+def sim_accounts(tmp_path: Path, *names: str) -> Path:
+    """An accounts file of simulated accounts (not paced: a plan takes milliseconds)."""
+    path = tmp_path / "accounts.yaml"
+    entries = [
+        {
+            "name": name,
+            "broker": "sim",
+            "state_dir": f"state/{name}",
+            "seed": number,
+            "initial": {"cash": "20000", "positions": {"SPY": "50"}},
+        }
+        for number, name in enumerate(names)
+    ]
+    path.write_text(yaml.safe_dump({"defaults": {"execution": {"lease_ttl": 30}}, "accounts": entries}))
+    return path
+
+
+@dataclass
+class HeldRow:
+    """A ledger plan row locked FOR UPDATE in an open transaction: a run that claims the
+    plan waits on it, for as long as the test wants."""
+
+    conn: psycopg.Connection[Any]
+
+    def release(self) -> None:
+        if not self.conn.closed:
+            self.conn.commit()
+        self.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def hold_plan_row(database: Database, account: str, plan_id: str) -> HeldRow:
+    conn = psycopg.connect(database.conninfo)
+    row = conn.execute(
+        "SELECT id FROM ledger_plans WHERE account = %s AND plan_id = %s FOR UPDATE", (account, plan_id)
+    ).fetchone()
+    assert row is not None, (account, plan_id)
+    return HeldRow(conn)
+
+
+def job_row(database: Database, job_id: int) -> tuple[str, int | None, int]:
+    """(status, worker_id, attempts) of a job."""
+    with psycopg.connect(database.conninfo) as conn:
+        row = conn.execute(
+            "SELECT status::text, worker_id, attempts FROM procrastinate_jobs WHERE id = %s", (job_id,)
+        ).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+def state_file_version(path: Path) -> tuple[int, int] | None:
+    """Which write of a file this is (it is replaced whole on each save), or None without one."""
+    if not path.exists():
+        return None
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def waiting_on_a_lock(workers: Workers, name: str) -> bool:
+    with psycopg.connect(workers.conninfo) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+            (workers.application_names[name],),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_worker_log_lines_carry_their_time_and_the_account_and_job_they_belong_to(
+    database: Database, tmp_path: Path
+) -> None:
+    """One plan_id on two accounts gives the same client order ids: in one worker's log, each
+    line of a job says whose it is, and every line when it was written (UTC)."""
+    accounts_file = sim_accounts(tmp_path, "north", "south")
+    assert (
+        submit_all(database, accounts_file, [("north", plans()[0]), ("south", plans()[0])])
+        == [SubmitOutcome.QUEUED] * 2
+    )
+    pool = Workers(tmp_path, database, accounts_file, {})
+    try:
+        pool.start("both", "--concurrency", "2", "--burst", *WORKER_TIMING)
+        assert pool.wait("both", timeout=60) == 0, pool.tail("both")
+        lines = pool.log("both").splitlines()
+    finally:
+        pool.close()
+    job_of = {account: entries[0][0] for (account, _), entries in jobs_by_plan(database).items()}
+    stamped = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z (DEBUG|INFO|WARNING|ERROR) \S+ ")
+    assert lines
+    assert [line for line in lines if not stamped.match(line)] == []
+    for line in (lines[0], lines[-1]):
+        match = stamped.match(line)
+        assert match is not None
+        written = datetime.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+        assert abs(SystemClock().now() - written) < timedelta(minutes=2), line
+    # Every line of a job, the ledger's included, ends with its account and job id.
+    of_jobs = [line for line in lines if "plan_id=daily-0" in line]
+    assert any(" ledger plan " in line for line in of_jobs)
+    for line in of_jobs:
+        assert re.search(r" account=(north|south) job_id=\d+$", line), line
+    orders: dict[str, set[str]] = {}
+    for account, job_id in job_of.items():
+        sent = [
+            line for line in of_jobs if "order sent" in line and f" account={account} job_id={job_id}" in line
+        ]
+        orders[account] = {re.sub(r".* cid=(\S+) .*", r"\1", line) for line in sent}
+    # The same client order ids on both accounts, told apart by the account on the line.
+    assert orders["north"] & orders["south"]
+
+
+def test_a_worker_whose_own_heartbeat_is_late_keeps_its_running_jobs(
+    database: Database, tmp_path: Path
+) -> None:
+    """A worker's stall check finds its own heartbeat late (a loaded machine): it does not
+    hand its own running job back to the queue, where it would be fetched a second time."""
+    accounts_file = sim_accounts(tmp_path, "late")
+    plan = RebalancePlan.model_validate(plans()[1])
+    assert submit_all(database, accounts_file, [("late", plans()[1])]) == [SubmitOutcome.QUEUED]
+    # A claim long gone (its lease ran out a minute ago): the job's run takes the plan up,
+    # once the test lets go of the plan's row. Until then the run waits on it.
+    ensure_ledger_schema(database)
+    with SqlLedger(database.ledger_url, account="late", migrate=False) as ledger:
+        claim = ledger.begin_plan(
+            plan.plan_id,
+            plan.content_hash(),
+            plan.model_dump_json(),
+            None,
+            "gone:1#w0.j0.a0",
+            now=SystemClock().now() - timedelta(minutes=1),
+            lease_ttl=timedelta(seconds=1),
+        )
+        assert claim.outcome is ClaimOutcome.NEW
+    held = hold_plan_row(database, "late", plan.plan_id)
+    pool = Workers(tmp_path, database, accounts_file, {})
+    try:
+        pool.start("late", "--concurrency", "1", "--burst", *SLOW_STALL)
+        (job_id,) = [entries[0][0] for entries in jobs_by_plan(database).values()]
+        wait_until(
+            lambda: job_row(database, job_id)[0] == "doing" and waiting_on_a_lock(pool, "late"),
+            timeout=30,
+            what="the job's run to wait for the plan",
+        )
+        running = job_row(database, job_id)
+        with psycopg.connect(database.conninfo) as conn:
+            conn.execute(
+                "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour' WHERE id = %s",
+                (running[1],),
+            )
+        wait_until(
+            lambda: "heartbeat is late" in pool.log("late") or "handed back" in pool.log("late"),
+            timeout=10,
+            what="the worker's stall check to see its own heartbeat late",
+        )
+        time.sleep(0.6)  # three more stall checks
+        assert job_row(database, job_id) == running
+        held.release()
+        assert pool.wait("late", timeout=30) == 0, pool.tail("late")
+        log = pool.log("late")
+    finally:
+        held.close()
+        pool.close()
+    assert "stalled job handed back" not in log, log
+    assert log.count("this worker's own heartbeat is late") == 1, log
+    assert job_row(database, job_id)[::2] == ("succeeded", 1)
+    with SqlLedger(database.ledger_url, account="late", migrate=False) as ledger:
+        history = ledger.history(plan.plan_id)
+    owners = {h.owner for h in history if h.owner and h.owner.startswith("late#")}
+    assert owners == {f"late#w{running[1]}.j{job_id}.a0"}, history
+    assert history[-1].to_state is PlanState.DONE
+
+
+@pytest.mark.parametrize("second_run_finds", ["plan-busy", "plan-done"])
+def test_a_second_run_of_a_job_its_first_run_finished_ends_with_one_line(
+    database: Database, tmp_path: Path, second_run_finds: str
+) -> None:
+    """A job handed back while its first run still trades is fetched again (a second run);
+    then the first run finishes, and its worker ends the job under the second run. The
+    second run, whether it finds the plan done or still held (the first run's last write
+    not seen yet), ends with one line: no error, no orders, nothing written."""
+    accounts_file = sim_accounts(tmp_path, "twice")
+    accounts = load_accounts(accounts_file)
+    plan = RebalancePlan.model_validate(plans()[1])
+    assert submit_all(database, accounts_file, [("twice", plans()[1])]) == [SubmitOutcome.QUEUED]
+
+    async def on_queue(action: Callable[[App], Awaitable[T]]) -> T:
+        app = build_app(database)
+        async with app.open_async():
+            return await action(app)
+
+    async def first_run_starts(app: App) -> Job | None:
+        worker_id = await app.job_manager.register_worker()
+        return await app.job_manager.fetch_job(queues=[QUEUE], worker_id=worker_id)
+
+    first = asyncio.run(on_queue(first_run_starts))
+    assert first is not None
+    assert first.id is not None
+    job_id = first.id
+    owner = JobRuntime(accounts=accounts, database=database, name="first").owner(first)
+    if second_run_finds == "plan-done":
+        asyncio.run(execute_for_account(accounts["twice"], plan, database, owner))
+    else:
+        ensure_ledger_schema(database)
+        with SqlLedger(database.ledger_url, account="twice", migrate=False) as ledger:
+            claim = ledger.begin_plan(
+                plan.plan_id,
+                plan.content_hash(),
+                plan.model_dump_json(),
+                None,
+                owner,
+                now=SystemClock().now(),
+                lease_ttl=timedelta(seconds=30),
+            )
+            assert claim.outcome is ClaimOutcome.NEW
+    sim = accounts["twice"].sim
+    assert sim is not None
+    saved = state_file_version(sim.state_file)
+
+    # A stall check hands the job back while its first run still goes on.
+    asyncio.run(on_queue(lambda app: app.job_manager.retry_job(first)))
+    held = hold_plan_row(database, "twice", plan.plan_id)
+    pool = Workers(tmp_path, database, accounts_file, {})
+    try:
+        pool.start("second", "--concurrency", "2", "--burst", *WORKER_TIMING)
+        wait_until(
+            lambda: job_row(database, job_id)[0] == "doing" and waiting_on_a_lock(pool, "second"),
+            timeout=30,
+            what="the second run to wait for the plan",
+        )
+        assert job_row(database, job_id)[1] != first.worker_id
+        # The first run finishes: its worker ends the job, though the second run holds it.
+        asyncio.run(
+            on_queue(lambda app: app.job_manager.finish_job(first, status=Status.SUCCEEDED, delete_job=False))
+        )
+        held.release()
+        assert pool.wait("second", timeout=30) == 0, pool.tail("second")
+        log = pool.log("second")
+    finally:
+        held.close()
+        pool.close()
+    assert "Traceback" not in log, log
+    assert " ERROR " not in log, log
+    ends = [line for line in log.splitlines() if "no longer held by this run" in line]
+    assert len(ends) == 1, log
+    outcome = "retry" if second_run_finds == "plan-busy" else "succeeded"
+    assert f"it has ended (succeeded); this run's outcome is not recorded outcome={outcome} " in ends[0]
+    assert " attempt=1 " in ends[0]
+    assert ends[0].endswith(f"account=twice job_id={job_id}")
+    assert job_row(database, job_id)[0] == "succeeded"
+    # The plan is the first run's alone; the second left the account as it found it.
+    with SqlLedger(database.ledger_url, account="twice", migrate=False) as ledger:
+        history = ledger.history(plan.plan_id)
+        intents = ledger.intents(plan.plan_id)
+    assert {h.owner for h in history} == {owner}, history
+    assert [h.note for h in history].count("new") == 1
+    if second_run_finds == "plan-done":
+        assert intents
+        assert history[-1].to_state is PlanState.DONE
+    else:
+        assert intents == []
+    assert state_file_version(sim.state_file) == saved

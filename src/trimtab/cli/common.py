@@ -261,15 +261,31 @@ def process_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class _CliHandler(logging.StreamHandler[TextIO]):
-    """The command line's log handler (a distinct class so it is installed once)."""
+class CliHandler(logging.StreamHandler[TextIO]):
+    """The command line's log handler (a distinct class so it is installed once).
+
+    It writes to whatever sys.stderr is when a line is logged, not the one it was made
+    with: a command run in-process (a test's runner swapping the streams) never writes to a
+    stream closed since.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        """Ignored: the stream is always the current sys.stderr."""
 
 
 def setup_logging(verbose: bool) -> None:
     """Plain one-line logs on stderr; INFO with --verbose, WARNING otherwise."""
     root = logging.getLogger("trimtab")
-    if not any(isinstance(h, _CliHandler) for h in root.handlers):
-        handler = _CliHandler(sys.stderr)
+    if not any(isinstance(h, CliHandler) for h in root.handlers):
+        handler = CliHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
         root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)

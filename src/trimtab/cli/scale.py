@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from trimtab.cli.common import ExitCode, console, guard, read_plan, setup_logging, trimtab_home
+from trimtab.cli.common import (
+    CliHandler,
+    ExitCode,
+    console,
+    guard,
+    read_plan,
+    setup_logging,
+    trimtab_home,
+)
+from trimtab.logs import JobFilter, UtcFormatter
 from trimtab.worker import (
     Accounts,
     AccountStatus,
@@ -135,10 +147,46 @@ def worker(
         )
         target = Database.resolve(database)
         known = _accounts(accounts)
-        asyncio.run(run_worker(target, known, settings))
+        with worker_log_lines():
+            asyncio.run(run_worker(target, known, settings))
         return ExitCode.OK
 
     raise typer.Exit(int(guard(body)))
+
+
+@contextmanager
+def worker_log_lines() -> Iterator[None]:
+    """The worker's log lines: its own format while the block runs.
+
+    Each line starts with its time (UTC, ISO 8601 with milliseconds), and the lines of a
+    job carry its account and job id (trimtab.logs.JobFilter, for the loggers that do not
+    add them themselves, such as the ledger's): workers run many accounts at once, their
+    logs are read side by side, and one plan_id on many accounts gives the same client
+    order ids. Warnings of other libraries (procrastinate, asyncio), which would otherwise
+    go out bare through logging's last resort, get the same format. Other commands keep
+    setup_logging's plain lines.
+    """
+    formatter = UtcFormatter()
+    job_filter = JobFilter()
+    handlers = [h for h in logging.getLogger("trimtab").handlers if isinstance(h, CliHandler)]
+    kept = [h.formatter for h in handlers]
+    others = CliHandler()  # on the root logger, for the other libraries
+    others.setLevel(logging.WARNING)
+    others.setFormatter(formatter)
+    others.addFilter(lambda record: record.name != "trimtab" and not record.name.startswith("trimtab."))
+    others.addFilter(job_filter)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(job_filter)
+    root = logging.getLogger()
+    root.addHandler(others)
+    try:
+        yield
+    finally:
+        root.removeHandler(others)
+        for handler, previous in zip(handlers, kept, strict=True):
+            handler.removeFilter(job_filter)
+            handler.setFormatter(previous)
 
 
 def status(

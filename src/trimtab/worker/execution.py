@@ -198,17 +198,20 @@ def _run_sim(
 
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         remove = broker.add_order_listener(save_on_change)
-        busy = False
+        idle = False
         try:
-            return run_virtual(main(), speed=settings.speed)
+            result = run_virtual(main(), speed=settings.speed)
+            idle = result.already_executed
+            return result
         except PlanInProgressError:
-            # Another run holds the plan (and so the account): this one did nothing, and
-            # saving the state it loaded would write over what the other run saves.
-            busy = True
+            idle = True
             raise
         finally:
             remove()
-            if not busy:
+            # A run that found the plan held by another run, or already done, did nothing:
+            # saving the state it loaded would write over what the run that traded saved
+            # (after this one loaded it), or what the account's next plan saves since.
+            if not idle:
                 broker.save(state)
 
     return run

@@ -17,6 +17,7 @@ from procrastinate import App
 from procrastinate.app import WorkerOptions
 from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
 from procrastinate.jobs import Job
+from procrastinate.worker import Worker
 
 from trimtab.adapters.clock import SystemClock
 from trimtab.adapters.ledger import SqlLedger
@@ -31,6 +32,7 @@ from trimtab.worker.queue import (
     QUEUE,
     TASK_NAME,
     JobRuntime,
+    RunJobManager,
     account_lock,
     build_app,
     plan_queueing_lock,
@@ -215,7 +217,8 @@ async def run_worker(
 
     Applies the queue's and the ledger's schemas first (idempotent). Alongside the jobs it
     watches for stalled ones: a job whose worker stopped sending heartbeats goes back to
-    the queue, where a live worker picks it up and the Executor resumes the plan.
+    the queue, where a live worker picks it up and the Executor resumes the plan. A worker
+    never takes itself for dead.
     """
     settings = settings or WorkerSettings()
     name = settings.worker_name()
@@ -227,6 +230,7 @@ async def run_worker(
         accounts=accounts, database=database, name=name, environ=environ, threads=threads, ledgers=ledgers
     )
     app = build_app(database, runtime, pool_size=settings.concurrency + 3)
+    worker = Worker(app=app, **_worker_options(settings, name))
     log.info(
         "worker starting name=%s concurrency=%d accounts=%d database=%s",
         name,
@@ -236,8 +240,10 @@ async def run_worker(
     )
     try:
         async with app.open_async():
-            watcher = asyncio.create_task(_retry_stalled_jobs(app, settings), name="trimtab-stall-watch")
-            work = asyncio.create_task(app.run_worker_async(**_worker_options(settings, name)))
+            watcher = asyncio.create_task(
+                _retry_stalled_jobs(app, worker, runtime, settings), name="trimtab-stall-watch"
+            )
+            work = asyncio.create_task(_run(worker))
             try:
                 if settings.wait:
                     await work
@@ -292,21 +298,50 @@ def _worker_options(settings: WorkerSettings, name: str) -> WorkerOptions:
     return options
 
 
-async def _retry_stalled_jobs(app: App, settings: WorkerSettings) -> None:
-    """Hand the jobs of dead workers (no heartbeat for stalled_after) back to the queue."""
+async def _run(worker: Worker) -> None:
+    # Worker.run (what App.run_worker_async runs) is not annotated in procrastinate.
+    await worker.run()  # type: ignore[no-untyped-call]
+
+
+async def _retry_stalled_jobs(
+    app: App, worker: Worker, runtime: JobRuntime, settings: WorkerSettings
+) -> None:
+    """Hand the jobs of dead workers (no heartbeat for stalled_after) back to the queue.
+
+    Never this worker's own: alive enough to look, it is not dead, whatever its heartbeat
+    says (late on a loaded machine); handing its running jobs back would only start second
+    runs of them that wait for the first. Other workers may still take it for dead.
+    """
+    manager = app.job_manager
+    assert isinstance(manager, RunJobManager)
+    own_late = False
     while True:
         await asyncio.sleep(settings.stall_check_interval)
         try:
-            stalled = await app.job_manager.get_stalled_jobs(
+            stalled = await manager.get_stalled_jobs(
                 queue=QUEUE, task_name=TASK_NAME, seconds_since_heartbeat=settings.stalled_after
             )
         except ConnectorException as exc:
             log.warning("stalled-job check failed: %s", exc)
             continue
+        own = {job.id for job in stalled if _own_job(job, worker, runtime)}
+        if own and not own_late:
+            log.warning(
+                "this worker's own heartbeat is late; it keeps its running jobs, but other workers "
+                "may take it for dead and hand them back name=%s jobs=%d",
+                runtime.name,
+                len(own),
+            )
+        own_late = bool(own)
         for job in stalled:
+            if job.id in own:
+                continue
             try:
-                await app.job_manager.retry_job(job)
-            except ConnectorException:
+                handed_back = await manager.hand_back(job)
+            except ConnectorException as exc:
+                log.warning("stalled job not handed back job_id=%s: %s", job.id, exc)
+                continue
+            if not handed_back:
                 # Another worker handed it back first, or it finished meanwhile.
                 log.info("stalled job already handled job_id=%s", job.id)
                 continue
@@ -317,6 +352,14 @@ async def _retry_stalled_jobs(app: App, settings: WorkerSettings) -> None:
                 job.task_kwargs.get("plan_id"),
                 job.worker_id,
             )
+
+
+def _own_job(job: Job, worker: Worker, runtime: JobRuntime) -> bool:
+    """A job this worker runs: fetched under its id, or (its id gone from the workers
+    table, as another worker prunes a late one) one whose run is under way here."""
+    if job.worker_id is not None and job.worker_id == worker.worker_id:
+        return True
+    return job.id is not None and job.id in runtime.running
 
 
 # --- status ---
