@@ -15,6 +15,7 @@ import pytest
 
 from trimtab.cli.common import setup_logging
 from trimtab.cli.scale import worker_log_lines
+from trimtab.domain.errors import SafetyRefusalError
 from trimtab.logs import JobFilter, UtcFormatter, bind_job, bind_run, get_logger
 
 
@@ -127,3 +128,29 @@ def test_the_worker_command_formats_its_lines_while_it_runs_and_restores_the_pla
     for line in lines[:3]:
         assert re.match(stamp + " ", line), line
     assert lines[3] == "INFO trimtab.worker.queue after the worker"
+
+
+def test_the_queue_tells_our_own_errors_without_their_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    queue_log = logging.getLogger("procrastinate.worker")
+
+    def failed(error: Exception) -> None:
+        try:
+            raise error
+        except Exception:
+            queue_log.exception("Job %s ended with status: Error", "run_plan[7]")
+
+    with worker_log_lines():
+        failed(SafetyRefusalError("trading is halted (manual); nothing was sent at 5%"))
+        failed(KeyError("a bug"))
+    text = stream.getvalue()
+    lines = text.splitlines()
+    assert lines[0].endswith(
+        "ERROR procrastinate.worker Job run_plan[7] ended with status: Error "
+        "(SafetyRefusalError: trading is halted (manual); nothing was sent at 5%)"
+    )
+    # Ours is one line: the next line is already the next record.
+    assert lines[1].endswith("ERROR procrastinate.worker Job run_plan[7] ended with status: Error")
+    assert "Traceback (most recent call last)" in text  # anything else keeps its traceback
+    assert text.rstrip().endswith("KeyError: 'a bug'")

@@ -23,6 +23,7 @@ from trimtab.cli.common import (
     setup_logging,
     trimtab_home,
 )
+from trimtab.domain.errors import TrimtabError
 from trimtab.logs import JobFilter, UtcFormatter
 from trimtab.worker import (
     Accounts,
@@ -174,6 +175,7 @@ def worker_log_lines() -> Iterator[None]:
     others.setLevel(logging.WARNING)
     others.setFormatter(formatter)
     others.addFilter(lambda record: record.name != "trimtab" and not record.name.startswith("trimtab."))
+    others.addFilter(_without_our_tracebacks)
     others.addFilter(job_filter)
     for handler in handlers:
         handler.setFormatter(formatter)
@@ -187,6 +189,18 @@ def worker_log_lines() -> Iterator[None]:
         for handler, previous in zip(handlers, kept, strict=True):
             handler.removeFilter(job_filter)
             handler.setFormatter(previous)
+
+
+def _without_our_tracebacks(record: logging.LogRecord) -> bool:
+    """A job that failed on one of trimtab's own errors (a refusal, a bad plan) was told in
+    one line by the job; the queue's line of its outcome keeps its text, not the traceback."""
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, TrimtabError):
+        record.exc_info = None
+        record.exc_text = None
+        note = f" ({type(error).__name__}: {error})"
+        record.msg = f"{record.msg}{note.replace('%', '%%') if record.args else note}"
+    return True
 
 
 def status(
