@@ -41,6 +41,7 @@ from sqlalchemy import (
     event,
     func,
     literal_column,
+    null,
     select,
     update,
 )
@@ -581,26 +582,20 @@ class SqlLedger:
             return True
 
     def set_plan_state(self, plan_id: str, state: PlanState, *, now: datetime) -> None:
-        """Move the plan to state; IllegalTransitionError if the state machine forbids it."""
+        """Move the plan to state; IllegalTransitionError if the state machine forbids it.
+
+        A few times per run: prepared statements on the held connection, committed with
+        what waits for the next commit point.
+        """
         _require_aware(now, "now")
         state = PlanState(state)
-        with self._write() as conn:
-            row = self._lock_plan(conn, plan_id)
-            if row is None:
-                raise LookupError(f"no plan {plan_id!r} in the ledger")
-            current = PlanState(row.state)
-            current.transition(state)
-            if current is state:
-                return
-            conn.execute(
-                update(schema.plans)
-                .where(schema.plans.c.id == row.id)
-                .values(state=state.value, updated_at=now)
+        writer = self._writer()
+        with self._lock:
+            current = writer.change_state(self._account, plan_id, state, now)
+        if current is not state:
+            logger.info(
+                "ledger plan state plan_id=%s from=%s to=%s", plan_id, current.value, state.value
             )
-            self._log_state(conn, row.id, current, state, row.owner, now, "state")
-        logger.info(
-            "ledger plan state plan_id=%s from=%s to=%s", plan_id, current.value, state.value
-        )
 
     def plan_state(self, plan_id: str) -> PlanState | None:
         with self._read() as conn:
@@ -642,28 +637,10 @@ class SqlLedger:
             raise IllegalTransitionError(f"finish_plan needs DONE or FAILED, got {state.value}")
         if result.plan_id != plan_id:
             raise ValueError(f"the result is for plan {result.plan_id!r}, not {plan_id!r}")
-        result_json = result.model_dump_json()
-        with self._write() as conn:
-            row = self._lock_plan(conn, plan_id)
-            if row is None:
-                raise LookupError(f"no plan {plan_id!r} in the ledger")
-            current = PlanState(row.state)
-            current.transition(state)
-            conn.execute(
-                update(schema.plans)
-                .where(schema.plans.c.id == row.id)
-                .values(
-                    state=state.value,
-                    status=result.status.value,
-                    result_json=result_json,
-                    owner=None,
-                    lease_expires_at=None,
-                    updated_at=now,
-                )
-            )
-            self._log_state(
-                conn, row.id, current, state, row.owner, now, f"finished {result.status.value}"
-            )
+        finished = (result.status.value, result.model_dump_json())
+        writer = self._writer()
+        with self._lock:
+            writer.change_state(self._account, plan_id, state, now, finished=finished)
         logger.info(
             "ledger plan finished plan_id=%s state=%s status=%s",
             plan_id, state.value, result.status.value,
@@ -1131,6 +1108,38 @@ class _Statements:
             if state.is_terminal:  # our own constants, written into the statement
                 renew = renew.where(plans.c.state != literal_column(f"'{state.value}'"))
         self.renew = renew.compile(dialect=dialect).string
+        # A plan's state, changed a few times per run: its row locked where that is a
+        # statement (PostgreSQL; SQLite's BEGIN IMMEDIATE holds the whole database).
+        self.plan = (
+            select(plans.c.id, plans.c.state, plans.c.owner)
+            .where(plans.c.account == bindparam("account"))
+            .where(plans.c.plan_id == bindparam("plan_id"))
+            .with_for_update()
+            .compile(dialect=dialect)
+            .string
+        )
+        self.state = (
+            update(plans)
+            .where(plans.c.id == bindparam("id"))
+            .values(state=bindparam("state"), updated_at=bindparam("now"))
+            .compile(dialect=dialect)
+            .string
+        )
+        self.finish = (
+            update(plans)
+            .where(plans.c.id == bindparam("id"))
+            .values(
+                state=bindparam("state"),
+                status=bindparam("status"),
+                result_json=bindparam("result"),
+                owner=null(),
+                lease_expires_at=null(),
+                updated_at=bindparam("now"),
+            )
+            .compile(dialect=dialect)
+            .string
+        )
+        self.history = _Prepared(schema.plan_history, dialect, None, returning=False)
         time = schema.hot_bind_processor(schema.UtcDateTime(), dialect)
         assert time is not None
         self.time: Callable[[Any], Any] = time
@@ -1154,6 +1163,10 @@ class _HotWriter:
         self._quote = statements.quote
         self._flag_sql = statements.flag
         self._renew_sql = statements.renew
+        self._plan_sql = statements.plan
+        self._state_sql = statements.state
+        self._finish_sql = statements.finish
+        self._history = statements.history
         self._time = statements.time
         dbapi = engine.dialect.loaded_dbapi
         self._connection_errors: tuple[type[Exception], ...] = (
@@ -1212,6 +1225,45 @@ class _HotWriter:
             return cursor.fetchone() is not None
 
         return self._transaction(renew)
+
+    def change_state(
+        self,
+        account: str,
+        plan_id: str,
+        state: PlanState,
+        now: datetime,
+        *,
+        finished: tuple[str, str] | None = None,
+    ) -> PlanState:
+        """Move the plan to state (with the pending rows, in one transaction), its history
+        row too; the state it was in. finished: the result's (status, JSON), stored with the
+        lease released (always written). LookupError for an unknown plan,
+        IllegalTransitionError where the state machine forbids it (then nothing is written)."""
+
+        def change(cursor: DBAPICursor) -> PlanState:
+            cursor.execute(self._plan_sql, {"account": account, "plan_id": plan_id})
+            row = cursor.fetchone()
+            if row is None:
+                raise LookupError(f"no plan {plan_id!r} in the ledger")
+            ref, current, owner = int(row[0]), PlanState(row[1]), row[2]
+            current.transition(state)
+            if current is state and finished is None:
+                return current
+            at = self._time(now)
+            if finished is None:
+                note = "state"
+                cursor.execute(self._state_sql, {"id": ref, "state": state.value, "now": at})
+            else:
+                status, result_json = finished
+                note = f"finished {status}"
+                values = {"id": ref, "state": state.value, "now": at, "status": status, "result": result_json}
+                cursor.execute(self._finish_sql, values)
+            history = {"plan_ref": ref, "from_state": current.value, "to_state": state.value,
+                       "owner": owner, "time": now, "note": note}
+            cursor.execute(self._history.sql, self._history.params(history))
+            return current
+
+        return self._transaction(change)
 
     def _transaction(self, last: Callable[[DBAPICursor], _T]) -> _T:
         """Write the pending rows and quotes, then run `last`, in one transaction."""
