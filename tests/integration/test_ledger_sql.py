@@ -425,6 +425,26 @@ def test_state_machine_refuses_illegal_transitions(ledger: SqlLedger) -> None:
     assert ledger.plan_state("nope") is None
 
 
+def test_a_refused_state_change_writes_nothing_and_loses_nothing(url: str) -> None:
+    with SqlLedger(url) as ledger, SqlLedger(url, share_connections=False) as other:
+        assert _claim(ledger, "p1") is ClaimOutcome.NEW
+        ledger.set_plan_state("p1", PlanState.BUYING, now=T0)
+        ledger.record_event("p1", _fill(_request("p1"), "1", "600", "1"))  # waits for a commit point
+        with pytest.raises(IllegalTransitionError):
+            ledger.set_plan_state("p1", PlanState.SELLING, now=T0 + TTL)
+        assert other.plan_state("p1") is PlanState.BUYING
+        assert [change.to_state for change in other.history("p1")] == [PlanState.RECEIVED, PlanState.BUYING]
+        ledger.finish_plan("p1", _result("p1"), PlanState.DONE, now=T0 + TTL)  # commits it with the finish
+        assert [f.qty for f in other.fills("p1")] == [Decimal("1")]
+        record = other.get_plan("p1")
+        assert record is not None
+        assert record.state is PlanState.DONE
+        assert record.owner is None
+        assert record.lease_expires_at is None
+        assert other.stored_result("p1") == _result("p1")
+        assert [change.note for change in other.history("p1")][-1] == "finished SUCCESS"
+
+
 def test_finish_plan_checks_its_arguments(ledger: SqlLedger) -> None:
     assert _claim(ledger, "p1") is ClaimOutcome.NEW
     with pytest.raises(IllegalTransitionError, match="DONE or FAILED"):
