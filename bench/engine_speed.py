@@ -14,6 +14,7 @@ few milliseconds of ledger work whatever its size (its claim, state changes and 
 result), which is most of the figure for a plan of ten orders.
 
     python bench/engine_speed.py [--sizes 10,100,1000] [--algos market,smart] [--quiet]
+                                 [--ledger postgresql+psycopg://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -53,12 +55,13 @@ def make_plan(n: int, tag: str) -> tuple[RebalancePlan, dict[str, Decimal]]:
 
 
 def run_once(
-    n: int, algo: str, seed: int, ledger_dir: Path | None, profile: cProfile.Profile | None = None
+    n: int, algo: str, seed: int, ledger_url: str | None, profile: cProfile.Profile | None = None
 ) -> tuple[ExecutionResult, float]:
-    plan, positions = make_plan(n, algo)
+    run = uuid.uuid4().hex[:8]  # plan ids of their own: a ledger may be used by many runs
+    plan, positions = make_plan(n, f"{algo}-{run}")
     broker = SimBroker(seed=seed, cash=Decimal(5000) * n, positions=positions, request_budget=1_000_000)
     config = ExecutionConfig(algo=algo, max_concurrent_orders=max(n, 1))
-    ledger = SqlLedger(default_ledger_url(ledger_dir)) if ledger_dir is not None else None
+    ledger = SqlLedger(ledger_url) if ledger_url is not None else None
 
     async def main(plan: RebalancePlan, broker: SimBroker) -> ExecutionResult:
         async with Executor(broker, config, ledger=ledger) as executor:
@@ -70,7 +73,7 @@ def run_once(
             # run one small plan (statements compiled, connections open), as in a worker
             # or any process that ran a plan before.
             ledger.open()
-            warmup, held = make_plan(2, f"warmup-{algo}")
+            warmup, held = make_plan(2, f"warmup-{algo}-{run}")
             run_virtual(main(warmup, SimBroker(seed=seed, cash=Decimal(5000), positions=held)))
         if profile is not None:
             profile.enable()
@@ -86,14 +89,21 @@ def run_once(
             ledger.close()
 
 
-def best_of(repeat: int, n: int, algo: str, seed: int, with_ledger: bool) -> tuple[ExecutionResult, float]:
+def ledger_url(tmp: str, chosen: str | None) -> str:
+    """The ledger of a run: the database chosen, else a fresh SQLite file in tmp."""
+    return chosen or default_ledger_url(Path(tmp))
+
+
+def best_of(
+    repeat: int, n: int, algo: str, seed: int, with_ledger: bool, chosen: str | None = None
+) -> tuple[ExecutionResult, float]:
     """The least CPU of `repeat` identical runs (the others were slowed by the machine),
-    each on a fresh ledger."""
+    each on a fresh SQLite ledger or, when chosen, on that database."""
     best: tuple[ExecutionResult, float] | None = None
     for _ in range(max(repeat, 1)):
         gc.collect()
         with tempfile.TemporaryDirectory() as tmp:
-            result, cpu = run_once(n, algo, seed, Path(tmp) if with_ledger else None)
+            result, cpu = run_once(n, algo, seed, ledger_url(tmp, chosen) if with_ledger else None)
         if best is None or cpu < best[1]:
             best = (result, cpu)
     assert best is not None
@@ -111,21 +121,22 @@ def _owner(filename: str) -> str | None:
     return None
 
 
-def cpu_shares(n: int, algo: str, seed: int, ledger_dir: Path | None) -> dict[str, float]:
+def cpu_shares(n: int, algo: str, seed: int, ledger: str | None) -> dict[str, float]:
     """The run's CPU split between the engine, its ledger and the simulated exchange.
 
-    A profiled pass. Each function's own time goes to the part that defines it; the time
+    A profiled pass, on CPU time. Each function's own time goes to the part that defines it; the time
     of shared code (the standard library, builtins, the event loop's callbacks, the
     database driver) goes to the parts that called it, in proportion to the time of each
     call path. What no part called (the event loop's own bookkeeping) is split like the rest.
     """
-    profile = cProfile.Profile()
+    # On the process's CPU clock: waiting for a database server's answer costs no CPU.
+    profile = cProfile.Profile(time.process_time)
     # Without the garbage collector: a collection's time would land on whichever function
     # happened to allocate when it ran. Its share of the real run is spread like the rest.
     gc.collect()
     gc.disable()
     try:
-        run_once(n, algo, seed, ledger_dir, profile)
+        run_once(n, algo, seed, ledger, profile)
     finally:
         gc.enable()
     stats: dict[Any, Any] = pstats.Stats(profile).stats  # type: ignore[attr-defined]
@@ -197,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algos", default="market,smart")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; the least CPU counts")
+    parser.add_argument(
+        "--ledger", default=None, metavar="URL",
+        help="the ledger's database for the rows with the ledger on (default: a fresh SQLite file)",
+    )
     parser.add_argument("--no-breakdown", action="store_true", help="skip the profiled pass")
     parser.add_argument("--quiet", action="store_true", help="only the table")
     args = parser.parse_args(argv)
@@ -210,12 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         for algo in algos:
             for with_ledger in (False, True):
-                result, cpu = best_of(args.repeat, n, algo, args.seed, with_ledger)
+                result, cpu = best_of(args.repeat, n, algo, args.seed, with_ledger, args.ledger)
                 shares = None
                 if not args.no_breakdown:
-                    # A ledger of its own: on one that ran the plan, the plan would be done already.
                     with tempfile.TemporaryDirectory() as tmp:
-                        shares = cpu_shares(n, algo, args.seed, Path(tmp) if with_ledger else None)
+                        url = ledger_url(tmp, args.ledger) if with_ledger else None
+                        shares = cpu_shares(n, algo, args.seed, url)
                 orders = sum(len(o.attempts) for o in result.orders)
                 filled = sum(1 for o in result.orders if o.success)
                 per_order = cpu / orders * 1000 if orders else 0.0

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -1007,6 +1007,14 @@ class _PendingRow:
     fill: tuple[_Prepared, dict[str, Any]] | None = None
 
 
+def _by_statement(statements: Iterable[_Prepared]) -> dict[_Prepared, list[int]]:
+    """The positions of each statement's rows, in their order (statements in first-seen order)."""
+    positions: dict[_Prepared, list[int]] = {}
+    for i, prepared in enumerate(statements):
+        positions.setdefault(prepared, []).append(i)
+    return positions
+
+
 def _sqlite_in_memory(url: URL) -> bool:
     database = url.database or ""
     return database in ("", ":memory:") or database.startswith("file::memory:")
@@ -1207,7 +1215,15 @@ class _HotWriter:
         Returns the id of each row of `last`, None where it was not written because of its
         unique key. On an error nothing is written and the pending rows stay pending.
         """
-        return self._transaction(lambda cursor: [self._insert(cursor, *row) for row in last])
+        def insert(cursor: DBAPICursor) -> list[int | None]:
+            ids: list[int | None] = [None] * len(last)
+            for prepared, indexes in _by_statement(row[0] for row in last).items():
+                written = self._insert_many(cursor, prepared, [last[i][1] for i in indexes])
+                for i, row_id in zip(indexes, written, strict=True):
+                    ids[i] = row_id
+            return ids
+
+        return self._transaction(insert)
 
     def renew_lease(self, account: str, plan_id: str, owner: str, now: datetime, expires: datetime) -> bool:
         """Extend the lease (with the pending rows, in one transaction); False when owner
@@ -1272,11 +1288,7 @@ class _HotWriter:
         try:
             if self._sqlite:
                 cursor.execute("BEGIN IMMEDIATE")
-            for pending in self.pending:
-                event_id = self._insert(cursor, *pending.row)
-                if pending.fill is not None:
-                    prepared, params = pending.fill
-                    self._insert(cursor, prepared, {**params, "event_id": event_id})
+            self._write_pending(cursor)
             if self.quotes:
                 cursor.executemany(self._quote.sql, self.quotes)
             outcome = last(cursor)
@@ -1315,6 +1327,39 @@ class _HotWriter:
         if self._connection is None:
             self._connection = self._engine.raw_connection()
         return self._connection
+
+    def _write_pending(self, cursor: DBAPICursor) -> None:
+        """The pending orders and events, each table's rows together, then the events' fills
+        with the ids their events got."""
+        pending = self.pending
+        fills: list[tuple[_Prepared, dict[str, Any]]] = []
+        for prepared, indexes in _by_statement(row.row[0] for row in pending).items():
+            ids = self._insert_many(cursor, prepared, [pending[i].row[1] for i in indexes])
+            for i, row_id in zip(indexes, ids, strict=True):
+                fill = pending[i].fill
+                if fill is not None:
+                    fills.append((fill[0], {**fill[1], "event_id": row_id}))
+        for prepared, indexes in _by_statement(fill[0] for fill in fills).items():
+            self._insert_many(cursor, prepared, [fills[i][1] for i in indexes], ids=False)
+
+    def _insert_many(
+        self, cursor: DBAPICursor, prepared: _Prepared, rows: list[dict[str, Any]], *, ids: bool = True
+    ) -> list[int | None]:
+        """Insert rows in order; the id of each (None where its unique key kept it out).
+
+        PostgreSQL gets them in one pipelined executemany (one round trip, not one per
+        row); SQLite, in process, one statement a row.
+        """
+        if self._sqlite or len(rows) == 1:
+            return [self._insert(cursor, prepared, row) for row in rows]
+        cursor.executemany(prepared.sql, rows, returning=ids)  # type: ignore[call-arg]
+        if not ids:
+            return [None] * len(rows)
+        written: list[int | None] = []
+        for result in cursor.results():
+            row = result.fetchone()
+            written.append(int(row[0]) if row is not None else None)
+        return written
 
     @staticmethod
     def _insert(cursor: DBAPICursor, prepared: _Prepared, params: dict[str, Any]) -> int | None:
