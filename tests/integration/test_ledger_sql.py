@@ -536,6 +536,37 @@ def test_orders_events_and_fills_round_trip(ledger: SqlLedger) -> None:
     assert sum(f.notional for f in fills) == Decimal("1803.720060124") + Decimal("2541.698696875")
 
 
+def test_each_fill_row_points_at_its_own_event(url: str) -> None:
+    with SqlLedger(url) as ledger:
+        assert _claim(ledger, "p1") is ClaimOutcome.NEW
+        requests = [_request("p1", attempt) for attempt in range(3)]
+        # Orders, plain events and fills interleaved, all waiting for one commit point.
+        for step, request in enumerate(requests):
+            accepted = _snapshot(request, OrderStatus.ACCEPTED)
+            ledger.record_order("p1", accepted)
+            ledger.record_event("p1", OrderEvent(OrderEventKind.ACCEPTED, accepted, T0))
+            for part in range(1, 3):
+                at = T0 + timedelta(seconds=10 * step + part)
+                ledger.record_event("p1", _fill(request, "1", f"60{step}.{part}", str(part), at=at))
+        ledger.flush()
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.exec_driver_sql(
+                    "SELECT f.price, e.fill_price, f.client_order_id, e.client_order_id, e.kind "
+                    "FROM ledger_fills f JOIN ledger_events e ON e.id = f.event_id ORDER BY f.id"
+                ).all()
+        finally:
+            engine.dispose()
+        assert len(rows) == 6
+        for fill_price, event_price, fill_cid, event_cid, kind in rows:
+            assert (fill_price, fill_cid) == (event_price, event_cid)
+            assert kind == "partial_fill"
+        assert [str(r[0]) for r in rows] == ["600.1", "600.2", "601.1", "601.2", "602.1", "602.2"]
+        assert len(ledger.events("p1")) == 9
+        assert len(ledger.orders("p1")) == 3
+
+
 def test_a_redelivered_fill_is_not_counted_twice(ledger: SqlLedger) -> None:
     assert _claim(ledger, "p1") is ClaimOutcome.NEW
     request = _request("p1")
