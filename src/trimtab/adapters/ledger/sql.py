@@ -148,7 +148,7 @@ class SqlLedger:
     The SqlLedgers of one process on the same database (several accounts) share its
     connections: one pool and one held connection for the frequent writes, closed with the
     last of them; what one has waiting for a commit point, they all commit.
-    share_connections False gives one connections of its own, as another process has
+    share_connections False gives this one connections of its own, as another process has
     (an in-memory SQLite database is never shared: each SqlLedger on one is its own).
 
     One SqlLedger may be shared by threads (writes are serialized by a lock); each
