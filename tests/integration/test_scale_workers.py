@@ -465,6 +465,21 @@ def mid_plan(database: Database, owner_prefix: str) -> tuple[int, list[tuple[str
 
 
 @pytest.mark.slow
+
+def claim_plan(
+    database: Database, account: str, plan: RebalancePlan, owner: str, *, lease: float, ago: float = 0.0
+) -> None:
+    """Take the plan in the account's ledger for owner, as a run elsewhere would have:
+    `ago` seconds ago, with a lease of `lease` seconds."""
+    ensure_ledger_schema(database)
+    now = SystemClock().now() - timedelta(seconds=ago)
+    with SqlLedger(database.ledger_url, account=account, migrate=False) as ledger:
+        claim = ledger.begin_plan(
+            plan.plan_id, plan.content_hash(), plan.model_dump_json(), None, owner,
+            now=now, lease_ttl=timedelta(seconds=lease),
+        )
+        assert claim.outcome is ClaimOutcome.NEW
+
 def test_two_workers_run_forty_plans_of_ten_accounts_each_exactly_once(
     database: Database, firm: Firm, workers: Workers
 ) -> None:
@@ -652,18 +667,7 @@ def test_a_plan_another_owner_holds_is_retried_when_its_lease_runs_out(
         base_dir=tmp_path,
     )
     plan = RebalancePlan.model_validate(plans()[1])
-    ensure_ledger_schema(database)
-    with SqlLedger(database.ledger_url, account="held", migrate=False) as ledger:
-        claim = ledger.begin_plan(
-            plan.plan_id,
-            plan.content_hash(),
-            plan.model_dump_json(),
-            None,
-            "elsewhere:1#w9",
-            now=SystemClock().now(),
-            lease_ttl=timedelta(seconds=20),
-        )
-        assert claim.outcome is ClaimOutcome.NEW
+    claim_plan(database, "held", plan, "elsewhere:1#w9", lease=20)
     with pytest.raises(PlanBusyError) as caught:
         asyncio.run(execute_for_account(accounts["held"], plan, database, "here:2#w1"))
     assert 19 < caught.value.retry_in <= 20.5
@@ -702,18 +706,7 @@ def test_a_job_handed_back_while_its_first_run_still_trades_does_not_run_the_pla
     assert long_name.endswith(first.removeprefix("host:7"))
 
     plan = RebalancePlan.model_validate(plans()[1])
-    ensure_ledger_schema(database)
-    with SqlLedger(database.ledger_url, account="twice", migrate=False) as ledger:
-        claim = ledger.begin_plan(
-            plan.plan_id,
-            plan.content_hash(),
-            plan.model_dump_json(),
-            None,
-            first,
-            now=SystemClock().now(),
-            lease_ttl=timedelta(seconds=20),
-        )
-        assert claim.outcome is ClaimOutcome.NEW
+    claim_plan(database, "twice", plan, first, lease=20)
     with pytest.raises(PlanBusyError) as caught:
         asyncio.run(execute_for_account(accounts["twice"], plan, database, again))
     assert first in str(caught.value)
@@ -856,18 +849,7 @@ def test_a_worker_whose_own_heartbeat_is_late_keeps_its_running_jobs(
     assert submit_all(database, accounts_file, [("late", plans()[1])]) == [SubmitOutcome.QUEUED]
     # A claim long gone (its lease ran out a minute ago): the job's run takes the plan up,
     # once the test lets go of the plan's row. Until then the run waits on it.
-    ensure_ledger_schema(database)
-    with SqlLedger(database.ledger_url, account="late", migrate=False) as ledger:
-        claim = ledger.begin_plan(
-            plan.plan_id,
-            plan.content_hash(),
-            plan.model_dump_json(),
-            None,
-            "gone:1#w0.j0.a0",
-            now=SystemClock().now() - timedelta(minutes=1),
-            lease_ttl=timedelta(seconds=1),
-        )
-        assert claim.outcome is ClaimOutcome.NEW
+    claim_plan(database, "late", plan, "gone:1#w0.j0.a0", lease=1, ago=60)
     held = hold_plan_row(database, "late", plan.plan_id)
     pool = Workers(tmp_path, database, accounts_file, {})
     try:
@@ -937,18 +919,7 @@ def test_a_second_run_of_a_job_its_first_run_finished_ends_with_one_line(
     if second_run_finds == "plan-done":
         asyncio.run(execute_for_account(accounts["twice"], plan, database, owner))
     else:
-        ensure_ledger_schema(database)
-        with SqlLedger(database.ledger_url, account="twice", migrate=False) as ledger:
-            claim = ledger.begin_plan(
-                plan.plan_id,
-                plan.content_hash(),
-                plan.model_dump_json(),
-                None,
-                owner,
-                now=SystemClock().now(),
-                lease_ttl=timedelta(seconds=30),
-            )
-            assert claim.outcome is ClaimOutcome.NEW
+        claim_plan(database, "twice", plan, owner, lease=30)
     sim = accounts["twice"].sim
     assert sim is not None
     saved = state_file_version(sim.state_file)
