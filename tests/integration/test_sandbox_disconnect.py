@@ -14,7 +14,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -122,11 +122,26 @@ def assert_quiet(caplog: pytest.LogCaptureFixture) -> None:
     assert "Traceback" not in caplog.text
 
 
+def leaves_it_serving(
+    sandbox: SandboxHandle, caplog: pytest.LogCaptureFixture, scenario: Callable[[], Awaitable[None]]
+) -> None:
+    """Run the clients of scenario, then check: every connection and task released, a new
+    client served in full, and nothing logged as an error."""
+    tasks_before = loop_tasks(sandbox)
+
+    async def then_serving() -> None:
+        await scenario()
+        await asyncio.to_thread(assert_released, sandbox, tasks_before)
+        await serves_new_clients(sandbox)
+
+    asyncio.run(then_serving())
+    assert_released(sandbox, tasks_before)
+    assert_quiet(caplog)
+
+
 def test_trade_updates_clients_dropping_mid_answer(
     sandbox: SandboxHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tasks_before = loop_tasks(sandbox)
-
     async def scenario() -> None:
         for _ in range(DROPS):
             ws = await open_stream(sandbox.stream_url)
@@ -135,19 +150,14 @@ def test_trade_updates_clients_dropping_mid_answer(
             ws = await trade_client(sandbox)
             await ws.send(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
             await drop(ws)
-        await asyncio.to_thread(assert_released, sandbox, tasks_before)
-        await serves_new_clients(sandbox)
 
-    asyncio.run(scenario())
-    assert_released(sandbox, tasks_before)
-    assert_quiet(caplog)
+    leaves_it_serving(sandbox, caplog, scenario)
 
 
 def test_trade_updates_client_dropping_while_updates_are_sent(
     sandbox: SandboxHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The client stops reading, the server's writes back up, then the client goes away."""
-    tasks_before = loop_tasks(sandbox)
     pad = os.urandom(30_000).hex()  # random, so that compression keeps it large
     frame = json.dumps({"stream": "trade_updates", "data": {"event": "pad", "pad": pad}}).encode()
 
@@ -176,19 +186,13 @@ def test_trade_updates_client_dropping_while_updates_are_sent(
         else:
             raise AssertionError("the server never waited to write")
         await drop(ws)
-        await asyncio.to_thread(assert_released, sandbox, tasks_before)
-        await serves_new_clients(sandbox)
 
-    asyncio.run(scenario())
-    assert_released(sandbox, tasks_before)
-    assert_quiet(caplog)
+    leaves_it_serving(sandbox, caplog, scenario)
 
 
 def test_data_stream_clients_dropping_mid_answer_and_mid_quotes(
     sandbox: SandboxHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
-    tasks_before = loop_tasks(sandbox)
-
     async def scenario() -> None:
         for _ in range(DROPS):
             ws = await open_stream(sandbox.data_stream_url("iex"))
@@ -202,17 +206,11 @@ def test_data_stream_clients_dropping_mid_answer_and_mid_quotes(
             await ws.send(msgpack.packb({"action": "subscribe", "quotes": SYMBOLS}))
             await next_data(ws, "q")
             await drop(ws)
-        await asyncio.to_thread(assert_released, sandbox, tasks_before)
-        await serves_new_clients(sandbox)
 
-    asyncio.run(scenario())
-    assert_released(sandbox, tasks_before)
-    assert_quiet(caplog)
+    leaves_it_serving(sandbox, caplog, scenario)
 
 
 def test_clients_closing_normally(sandbox: SandboxHandle, caplog: pytest.LogCaptureFixture) -> None:
-    tasks_before = loop_tasks(sandbox)
-
     async def scenario() -> None:
         for _ in range(3):
             trade = await trade_client(sandbox)
@@ -222,9 +220,5 @@ def test_clients_closing_normally(sandbox: SandboxHandle, caplog: pytest.LogCapt
             await next_data(data, "q")
             await trade.close()
             await data.close()
-        await asyncio.to_thread(assert_released, sandbox, tasks_before)
-        await serves_new_clients(sandbox)
 
-    asyncio.run(scenario())
-    assert_released(sandbox, tasks_before)
-    assert_quiet(caplog)
+    leaves_it_serving(sandbox, caplog, scenario)
